@@ -1,0 +1,26 @@
+# The two commands: `make run` (set-up, data, 20-epoch training, explanations) and `make test`.
+SOURCE ?=
+DATA ?= data
+RUN ?= runs/main
+ARGS ?=
+PY := .venv/bin/python
+
+.PHONY: setup test run smoke bench
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+run: setup
+	$(PY) scripts/prepare_data.py --data.dir $(DATA) $(if $(SOURCE),--data.source $(SOURCE))
+	$(PY) scripts/train.py --data.dir $(DATA) --run.dir $(RUN) $(ARGS)
+	$(PY) scripts/explain.py --data.dir $(DATA) --run.dir $(RUN)
+
+smoke: setup
+	$(PY) scripts/prepare_data.py --data.dir $(DATA) $(if $(SOURCE),--data.source $(SOURCE))
+	$(PY) scripts/train.py -C configs/smoke.yaml --data.dir $(DATA) --run.dir runs/smoke $(ARGS)
+	$(PY) scripts/explain.py --data.dir $(DATA) --run.dir runs/smoke
+
+bench: setup
+	$(PY) benchmarks/run_all.py --data.dir $(DATA)

@@ -1,0 +1,139 @@
+"""Config: dataclasses are the one source of defaults; fastargs declares and parses them at the edge.
+
+Parsing is strict where fastargs is lax: booleans accept only true/false/yes/no/1/0, unknown CLI
+options and YAML keys are errors, environment variables are ignored, and a bad value raises
+ConfigError (one line, non-zero exit) instead of fastargs' exit status 0.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from fastargs import Config, Param, Section
+from fastargs.validation import Checker
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    """A bad option, value or config file."""
+
+
+def option(default: Any, desc: str, choices: Sequence[str] | None = None) -> Any:
+    """A dataclass field with the help text and allowed values the CLI shows."""
+    return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices})
+
+
+class _Strict(Checker):
+    def __init__(self, kind: type, choices: Sequence[str] | None = None):
+        self.kind, self.choices = kind, choices
+
+    def check(self, value: Any) -> Any:
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            return words[str(value).strip().lower()]  # KeyError -> ValidationError
+        if self.kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if self.kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        value = str(value)
+        if self.choices and value not in self.choices:
+            raise ValueError(value)
+        return value
+
+    def help(self) -> str:
+        if self.choices:
+            return "one of " + "|".join(self.choices)
+        return {bool: "true|false", int: "int", float: "float"}.get(self.kind, "str")
+
+
+def _declare(sections: dict[str, type]) -> Config:
+    config = Config()  # a fresh one, not fastargs' global
+    for name, cls in sections.items():
+        params = {}
+        for f in dataclasses.fields(cls):
+            type_name = f.type if isinstance(f.type, str) else f.type.__name__
+            kind = {"bool": bool, "int": int, "float": float}.get(type_name, str)
+            params[f.name] = Param(_Strict(kind, f.metadata.get("choices")),
+                                   f.metadata.get("desc", ""), default=f.default)
+        Section(name, (cls.__doc__ or name).strip(), config_descriptor=config).params(**params)
+    return config
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def _read_yaml(path: str, known: set[str]) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections")
+    flat = _flatten(tree)
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option '{unknown[0]}'")
+    return flat
+
+
+def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
+          description: str = "") -> dict[str, Any]:
+    """Command line (+ YAML files given with -C) -> {section: dataclass instance}."""
+    config = _declare(sections)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-C", "--config-file", action="append", default=[],
+                        help="YAML recipe (repeatable; later files and the command line win)")
+    for path, param in config.entries.items():
+        name = ".".join(path)
+        parser.add_argument(f"--{name}", dest=name, default=None, metavar=param.checker.help(),
+                            help=f"{param.desc} (default: {param.default!r})")
+    args = vars(parser.parse_args(argv))  # unknown options: argparse exits with status 2
+    known = {".".join(p) for p in config.entries}
+    for path in args.pop("config_file"):
+        config.collect(_read_yaml(path, known))
+    config.collect({k: v for k, v in args.items() if v is not None})
+    errors = config.validate(mode="errordict")
+    if errors:
+        path = next(iter(errors))
+        raise ConfigError(f"bad value {config.content.get(path)!r} for --{'.'.join(path)} "
+                          f"(expected {config.entries[path].checker.help()})")
+    return {name: cls(**{f.name: config[(name, f.name)] for f in dataclasses.fields(cls)})
+            for name, cls in sections.items()}
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Data: where the betons live and how training batches reach the device"""
+    dir: str = option("data", "folder of train.beton, test.beton and cifar10.json")
+    source: str = option("", "CIFAR-10 source: cifar-10-python.tar.gz, cifar-10-batches-py/, an "
+                         "image folder or its .tar/.tar.gz; empty: download the official archive")
+    force: bool = option(False, "rebuild the betons even when they are up to date")
+    workers: int = option(0, "CPU threads for writing and loading (0: all cores)")
+    loader: str = option("ffcv", "training data path: streamed by FFCV, or resident in device "
+                         "memory", ("ffcv", "resident"))
+    order: str = option("random", "FFCV training order", ("random", "quasi_random"))
+    os_cache: bool = option(True, "let FFCV read the beton through the OS page cache")
+    train_subset: int = option(0, "train on a fixed random subset of this many images (0: all)")
+    test_subset: int = option(0, "evaluate on a fixed random subset of this many (0: all)")
+
+
+def as_dict(parsed: dict[str, Any]) -> dict[str, dict]:
+    """The resolved config as plain nested dicts (for the run folder)."""
+    return {name: dataclasses.asdict(value) for name, value in parsed.items()}

@@ -1,0 +1,126 @@
+"""Loaders: betons -> uint8 (B, 3, 32, 32) channels_last batches plus int64 labels on the device.
+
+Two training paths behind one interface (an iterable of batches with a length, one pass per epoch):
+`FfcvBatches` streams from the beton through FFCV's Loader; `ResidentBatches` holds the whole
+split in device memory and shuffles and slices it there, with no per-epoch CPU work.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .betons import check_beton
+from .errors import DataError
+
+_THREADS = torch.get_num_threads()
+from ffcv.fields.basics import IntDecoder  # noqa: E402  (import ffcv resets torch threads)
+from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+
+torch.set_num_threads(_THREADS)
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, 32, 32) uint8 channels_last, (B,) int64
+ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
+          "sequential": OrderOption.SEQUENTIAL}
+
+
+class Batches(Protocol):
+    """What the trainer iterates: one pass per epoch, `len()` batches."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+
+def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str = "sequential",
+                seed: int = 0, os_cache: bool = True, drop_last: bool = False,
+                indices: Sequence[int] | None = None, workers: int = 0) -> Loader:
+    """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`."""
+    n = check_beton(path)
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
+            raise DataError(f"{path}: indices must be a non-empty list within 0..{n - 1}")
+    if order not in ORDERS:
+        raise DataError(f"unknown order '{order}' (choose from {', '.join(ORDERS)})")
+    device = torch.device(device)  # ToDevice wants a torch.device, not a string
+    pipelines = {
+        "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=True),
+                  ToTorchImage(channels_last=True)],
+        "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)],
+    }
+    loader = Loader(str(path), batch_size=batch_size, num_workers=workers or os.cpu_count() or 1,
+                    order=ORDERS[order], os_cache=os_cache, drop_last=drop_last, seed=seed,
+                    indices=indices, pipelines=pipelines)
+    torch.set_num_threads(_THREADS)
+    return loader
+
+
+class FfcvBatches:
+    """Training batches streamed by FFCV's Loader (random or quasi-random order, drop_last)."""
+
+    def __init__(self, path: Path, batch_size: int, device: torch.device, order: str = "random",
+                 seed: int = 0, os_cache: bool = True, indices: Sequence[int] | None = None,
+                 workers: int = 0):
+        self.loader = ffcv_loader(path, batch_size, device, order=order, seed=seed,
+                                  os_cache=os_cache, drop_last=True, indices=indices,
+                                  workers=workers)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels in self.loader:
+            yield images, labels.long()  # views into FFCV's ring buffer: used before the next
+
+
+def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = None,
+             batch_size: int = 1024) -> Batch:
+    """Every image of a beton (or `indices` of it), in order, as one (N, 3, 32, 32) batch."""
+    loader = ffcv_loader(path, batch_size, device, order="sequential", indices=indices)
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x.clone())  # the ring buffer is overwritten by the next batch
+        labels.append(y.clone())
+    images, labels = torch.cat(images), torch.cat(labels).long()
+    expected = len(indices) if indices is not None else check_beton(path)
+    if len(labels) != expected:
+        raise DataError(f"{path}: loader returned {len(labels)} images, expected {expected}")
+    return images.contiguous(memory_format=torch.channels_last), labels
+
+
+class ResidentBatches:
+    """Training batches from a split held in device memory: shuffled and sliced on the device."""
+
+    def __init__(self, path: Path, batch_size: int, device: torch.device, seed: int = 0,
+                 indices: Sequence[int] | None = None):
+        images, self.labels = load_all(path, device, indices)
+        self.images = images.permute(0, 2, 3, 1).contiguous()  # (N, 32, 32, 3): rows index cheaply
+        self.batch_size = batch_size
+        self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size  # drop_last, as the FFCV path
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = torch.randperm(len(self.labels), device=self.images.device,
+                               generator=self.generator)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]  # channels_last view
+
+
+def train_batches(kind: str, path: Path, batch_size: int, device: torch.device, *,
+                  order: str = "random", seed: int = 0, os_cache: bool = True,
+                  indices: Sequence[int] | None = None, workers: int = 0) -> Batches:
+    """The training data path chosen by name: 'ffcv' (streamed) or 'resident' (device memory)."""
+    if kind == "ffcv":
+        return FfcvBatches(path, batch_size, device, order, seed, os_cache, indices, workers)
+    if kind == "resident":
+        return ResidentBatches(path, batch_size, device, seed, indices)
+    raise DataError(f"unknown loader '{kind}' (choose ffcv or resident)")

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Idempotent set-up: the system libraries ffcv builds against, then .venv with this package.
+# TORCH_SPEC overrides the tested torch pin (e.g. TORCH_SPEC="torch torchvision" for the newest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+
+if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing pkg-config libopencv-dev libturbojpeg0-dev (ffcv builds against them)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libopencv-dev libturbojpeg0-dev >/dev/null
+  else
+    echo "setup: ffcv needs pkg-config, OpenCV and libjpeg-turbo headers; install them first:" >&2
+    echo "  sudo apt-get install pkg-config libopencv-dev libturbojpeg0-dev" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ setup.py -nt .venv/.installed ]; then
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install -q $TORCH_SPEC 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, torchvision, ffcv, fastargs, pytorch_grad_cam" \
+    || { echo "setup: installation failed (see pip's output above)" >&2; exit 1; }
+  touch .venv/.installed
+fi
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ffcv_resnet",
+    version="0.1.0",
+    description="Fast ResNet-18 training on CIFAR-10 with FFCV, and batched GradCAM of its mistakes",
+    packages=find_packages(include=["ffcv_resnet", "ffcv_resnet.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "ffcv==1.0.2",
+        "fastargs==1.2.0",
+        "terminaltables",  # fastargs imports it without declaring it
+        "pyyaml",  # fastargs reads YAML through it without declaring it
+        "numpy",
+        "matplotlib",
+        "pillow",
+        "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7"]},
+)

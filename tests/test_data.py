@@ -1,0 +1,209 @@
+"""Sources -> betons -> loaders: exact round trips, order, reruns, and every kind of bad input."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, tar_folder, write_batches, write_image_folder
+from ffcv_resnet.betons import beton_path, check_beton, prepare
+from ffcv_resnet.errors import DataError
+from ffcv_resnet.loaders import ResidentBatches, FfcvBatches, load_all
+from ffcv_resnet.sources import detect
+
+CPU = torch.device("cpu")
+KINDS = ["batches-folder", "python-archive", "image-folder", "image-tar"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_source_round_trips_pixels_and_labels(kind, sources, tiny, tmp_path):
+    assert detect(sources[kind]) == kind
+    meta = prepare(tmp_path / "d", str(sources[kind]), log=lambda *_: None)
+    assert meta["counts"] == {"train": 30, "test": 20} and meta["source"]["kind"] == kind
+    for split in ("train", "test"):
+        images, labels = load_all(beton_path(tmp_path / "d", split), CPU, batch_size=7)
+        assert images.dtype == torch.uint8 and images.shape == (len(tiny[split].labels), 3, 32, 32)
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        np.testing.assert_array_equal(images.permute(0, 2, 3, 1).numpy(), tiny[split].images)
+        np.testing.assert_array_equal(labels.numpy(), tiny[split].labels)
+
+
+def test_indices_load_the_chosen_images_in_the_given_order(sources, tiny, tmp_path):
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    chosen = [17, 3, 4, 19]
+    images, labels = load_all(beton_path(tmp_path / "d", "test"), CPU, indices=chosen,
+                              batch_size=3)
+    np.testing.assert_array_equal(images.permute(0, 2, 3, 1).numpy(), tiny["test"].images[chosen])
+    np.testing.assert_array_equal(labels.numpy(), tiny["test"].labels[chosen])
+    with pytest.raises(DataError, match="indices"):
+        load_all(beton_path(tmp_path / "d", "test"), CPU, indices=[0, 20])
+
+
+def test_rerun_does_nothing_and_force_rebuilds(sources, tmp_path):
+    d, src = tmp_path / "d", str(sources["python-archive"])
+    prepare(d, src, log=lambda *_: None)
+    stamp = os.stat(beton_path(d, "train")).st_mtime_ns
+    said = []
+    prepare(d, src, log=said.append)
+    assert os.stat(beton_path(d, "train")).st_mtime_ns == stamp and "up to date" in said[0]
+    prepare(d, "", log=said.append)  # no source named: reuse whatever complete betons are there
+    assert os.stat(beton_path(d, "train")).st_mtime_ns == stamp
+    prepare(d, src, force=True, log=lambda *_: None)
+    assert os.stat(beton_path(d, "train")).st_mtime_ns != stamp
+
+
+def test_changed_or_damaged_betons_are_rebuilt(sources, tmp_path):
+    d = tmp_path / "d"
+    prepare(d, str(sources["image-folder"]), log=lambda *_: None)
+    path = beton_path(d, "test")
+    path.write_bytes(path.read_bytes()[:-100])
+    prepare(d, str(sources["image-folder"]), log=lambda *_: None)
+    assert check_beton(path) == 20
+    prepare(d, str(sources["batches-folder"]), log=lambda *_: None)  # another source
+    assert (d / "cifar10.json").read_text().count("batches-folder") == 1
+
+
+def test_ffcv_training_batches_shuffle_reproducibly_and_drop_last(sources, tmp_path):
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    path = beton_path(tmp_path / "d", "train")
+
+    def epoch_labels(seed):
+        batches = FfcvBatches(path, 8, CPU, order="random", seed=seed)
+        assert len(batches) == 30 // 8
+        out = [(x.shape, y.clone()) for x, y in batches]
+        assert all(shape == (8, 3, 32, 32) for shape, _ in out)
+        return torch.cat([y for _, y in out])
+
+    first = epoch_labels(0)
+    assert len(first) == 24 and torch.equal(first, epoch_labels(0))
+
+
+def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_path):
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    batches = ResidentBatches(beton_path(tmp_path / "d", "train"), 8, CPU, seed=1)
+    seen = []
+    for x, y in batches:
+        assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
+        seen += [(bytes(img.permute(1, 2, 0).contiguous().numpy()), int(lbl))
+                 for img, lbl in zip(x, y)]
+    assert len(batches) == 3 and len(set(seen)) == 24
+    source = {(bytes(img), int(lbl)) for img, lbl in zip(tiny["train"].images,
+                                                          tiny["train"].labels)}
+    assert set(seen) <= source
+
+
+def test_header_layout_mirrors_ffcv():
+    from ffcv import types
+    from ffcv_resnet import betons
+    assert betons.HeaderType == types.HeaderType
+    assert betons.ALLOC_TABLE_TYPE == types.ALLOC_TABLE_TYPE
+    assert betons.CURRENT_VERSION == types.CURRENT_VERSION
+
+
+# --- bad input: one-line DataError naming the problem, and nothing left behind ----------------
+
+def _image_folder_with(tmp_path, tiny, mutate):
+    root = write_image_folder(tmp_path / "imgs", tiny)
+    mutate(root)
+    return root
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: Image.new("RGB", (31, 32)).save(r / "train/cat/0009.png"), "31x32 RGB"),
+    (lambda r: Image.new("RGBA", (32, 32)).save(r / "test/dog/0011.png"), "32x32 RGBA"),
+    (lambda r: (r / "train/cat/0009.png").write_bytes(b"not an image"), "unreadable image"),
+    (lambda r: (r / "train/cat").rename(r / "train/kitten"), "unknown class folder 'train/kitten'"),
+    (lambda r: [p.unlink() for p in (r / "test/ship").iterdir()], "missing class folder"),
+    (lambda r: [p.unlink() for p in (r / "test").rglob("*.png")], "empty split"),
+])
+def test_bad_image_folder(tmp_path, tiny, mutate, message):
+    root = _image_folder_with(tmp_path, tiny, mutate)
+    with pytest.raises(DataError, match=message):
+        prepare(tmp_path / "d", str(root), log=lambda *_: None)
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_truncated_and_corrupt_archives(tmp_path, sources):
+    with pytest.raises(DataError, match="no such file"):
+        prepare(tmp_path / "d", str(tmp_path / "nope.tar.gz"))
+    raw = sources["python-archive"].read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt archive"):
+        prepare(tmp_path / "d", str(cut), log=lambda *_: None)
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(os.urandom(5000))
+    with pytest.raises(DataError, match="not a .tar"):
+        prepare(tmp_path / "d", str(junk))
+    assert not (tmp_path / "d").exists()
+
+
+def test_label_out_of_range_and_malicious_pickles_are_refused(tmp_path, tiny):
+    folder = write_batches(tmp_path / "b", tiny)
+    bad = pickle.loads((folder / "test_batch").read_bytes())
+    bad["labels"][3] = 10
+    (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
+    with pytest.raises(DataError, match="label 10 out of range"):
+        prepare(tmp_path / "d", str(folder), log=lambda *_: None)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Evil(), "labels": []}, protocol=2))
+    with pytest.raises(DataError, match="refusing to load"):
+        prepare(tmp_path / "d", str(folder), log=lambda *_: None)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "d").exists()
+
+
+def test_truncated_or_foreign_beton_is_refused_on_load(sources, tmp_path):
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    path = beton_path(tmp_path / "d", "train")
+    raw = path.read_bytes()
+    for cut in (len(raw) - 24, len(raw) - 5, len(raw) // 2, 10):
+        path.write_bytes(raw[:cut])
+        with pytest.raises(DataError, match="truncated|not a beton"):
+            load_all(path, CPU)
+    path.write_bytes(os.urandom(len(raw)))
+    with pytest.raises(DataError, match="not a beton|truncated"):
+        FfcvBatches(path, 8, CPU)
+    with pytest.raises(DataError, match="no such beton"):
+        check_beton(tmp_path / "nowhere.beton")
+
+
+def test_tar_with_extra_files_and_prefix_is_read(tmp_path, tiny):
+    root = write_image_folder(tmp_path / "imgs", tiny, fmt="bmp")
+    (root / "README.md").write_text("hello")
+    archive = tar_folder(root, tmp_path / "x.tar", "deep/prefix")
+    meta = prepare(tmp_path / "d", str(archive), log=lambda *_: None)
+    assert meta["counts"] == {"train": 30, "test": 20}
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_prepare_cli_reports_bad_input_in_one_line(tmp_path, sources):
+    ok = _run("scripts/prepare_data.py", "--data.source", str(sources["image-tar"]),
+              "--data.dir", str(tmp_path / "d"))
+    assert ok.returncode == 0 and "train 30, test 20" in ok.stdout
+    again = _run("scripts/prepare_data.py", "--data.source", str(sources["image-tar"]),
+                 "--data.dir", str(tmp_path / "d"))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    for args, message in [(["--data.source", str(tmp_path / "missing")], "no such file"),
+                          (["--data.force", "False "], None),
+                          (["--data.force", "maybe"], "bad value 'maybe' for --data.force"),
+                          (["--data.nope", "1"], "unrecognized arguments")]:
+        r = _run("scripts/prepare_data.py", "--data.dir", str(tmp_path / "d"), *args)
+        if message is None:
+            assert r.returncode == 0
+            continue
+        assert r.returncode != 0 and message in r.stderr
+        assert "Traceback" not in r.stderr
