@@ -11,14 +11,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import option
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # cutout fills with the mean: zero after normalisation
 
 
 @dataclass
 class AugmentConfig:
-    pad: int = 4  # random crop of the reflect-padded image; 0 disables
-    flip: bool = True
-    cutout: int = 8  # side of the square; 0 disables
+    """Augmentation: batched, on the device"""
+    pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
+    flip: bool = option(True, "random horizontal flip")
+    cutout: int = option(8, "side of the cutout square (0: off)")
 
 
 @dataclass

@@ -115,6 +115,15 @@ class ResidentBatches:
             yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]  # channels_last view
 
 
+def subset_indices(n: int, k: int, seed: int = 0) -> np.ndarray | None:
+    """A fixed random subset of k of n indices, sorted (None when k is 0: everything)."""
+    if k <= 0:
+        return None
+    if k > n:
+        raise DataError(f"subset of {k} asked for, but the split has only {n} images")
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
 def train_batches(kind: str, path: Path, batch_size: int, device: torch.device, *,
                   order: str = "random", seed: int = 0, os_cache: bool = True,
                   indices: Sequence[int] | None = None, workers: int = 0) -> Batches:

@@ -82,3 +82,45 @@ def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def learnable_split(per_class: int, seed: int) -> Split:
+    """Images whose class is plain to see: a per-class colour plus noise (a tiny learnable task)."""
+    rng = np.random.default_rng(seed)
+    colours = np.random.default_rng(123).integers(0, 256, (len(CLASSES), 3))
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    noise = rng.normal(0, 40, (len(labels), 32, 32, 3))
+    images = np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return Split(images, labels.astype(np.int64))
+
+
+@pytest.fixture(scope="session")
+def learnable_data(tmp_path_factory) -> Path:
+    """Betons of the learnable task: 16 train and 6 test images per class."""
+    from ffcv_resnet.betons import prepare
+    root = tmp_path_factory.mktemp("learnable")
+    src = write_batches(root / "cifar-10-batches-py",
+                        {"train": learnable_split(16, 0), "test": learnable_split(6, 1)})
+    prepare(root / "data", str(src), log=lambda *_: None)
+    return root / "data"
+
+
+TRAIN_ARGS = ["--training.epochs", "3", "--training.batch_size", "32", "--training.lr", "0.05",
+              "--training.peak_epoch", "1", "--training.eval_batch_size", "32",
+              "--run.progress", "off"]
+
+
+def run_script(*args, timeout=600):
+    import subprocess
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(learnable_data, tmp_path_factory) -> Path:
+    """A finished 3-epoch training run on the learnable task (shared by train and explain tests)."""
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
+                   *TRAIN_ARGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir

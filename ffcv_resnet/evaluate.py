@@ -1,0 +1,71 @@
+"""Evaluation: logits in dataset order (every image, counted), metrics, and every test error."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import to_float
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on the device, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precision: str = "fp32",
+            tta: bool = False) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) on the device -> float32 (N, classes) logits, in the same order.
+
+    The last batch is padded to `batch_size`, so a compiled model sees one static shape.
+    With `tta`, logits are averaged with those of the mirrored images.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start:start + batch_size])
+            n = len(x)
+            if n < batch_size:
+                x = torch.cat([x, x.new_zeros(batch_size - n, *x.shape[1:])])
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(images.device, precision):
+                logits = model(x).float()
+                if tta:
+                    logits = (logits + model(x.flip(3)).float()) / 2
+            out.append(logits[:n])
+    finally:
+        model.train(was_training)
+    logits = torch.cat(out) if out else torch.empty(0)
+    assert len(logits) == len(images), "predict lost images"
+    return logits
+
+
+def metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> dict:
+    """Accuracy (a fraction), mean cross-entropy, and per-class accuracy. One host sync."""
+    pred = logits.argmax(1)
+    correct = pred == labels
+    per_class = torch.zeros(num_classes, device=labels.device).index_add_(
+        0, labels, correct.float()) / torch.bincount(labels, minlength=num_classes).clamp(min=1)
+    loss = F.cross_entropy(logits, labels)
+    acc, loss, per_class = torch.stack([correct.double().mean(), loss.double()]).tolist() + [
+        per_class.tolist()]  # the sync
+    return {"accuracy": acc, "loss": loss, "per_class_accuracy": per_class}
+
+
+def find_errors(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> list[dict]:
+    """Every misclassified image: dataset index, true and predicted class, p(predicted)."""
+    probs = logits.float().softmax(1)
+    conf, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().squeeze(1)
+    rows = torch.stack([indices[wrong].double(), labels[wrong].double(), pred[wrong].double(),
+                        conf[wrong].double()], 1).cpu().tolist()
+    return [{"index": int(i), "true": int(t), "predicted": int(p), "confidence": round(c, 6)}
+            for i, t, p, c in rows]

@@ -1,0 +1,74 @@
+"""Figures of a run: training curves, confusion matrix and errors per class, data-set overview."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import atomic_write_bytes  # noqa: E402
+
+
+def save(fig, path: Path, dpi: int = 110) -> None:
+    """Render to PNG and write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Accuracy and loss per epoch, train and test, as in the seed's plot."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [h["epoch"] for h in history]
+    evaluated = [h for h in history if h.get("test_accuracy") is not None]
+    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot([h["epoch"] for h in evaluated], [h[f"test_{key}"] for h in evaluated], "s-",
+                label="test")
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save(fig, path)
+
+
+def plot_summary(confusion: np.ndarray, classes: list[str], path: Path) -> None:
+    """Confusion matrix (rows true, columns predicted) and errors per true class."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
+    im = ax1.imshow(confusion, cmap="Blues")
+    for (i, j), v in np.ndenumerate(confusion):
+        ax1.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                 color="white" if v > confusion.max() / 2 else "black")
+    ax1.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted",
+            ylabel="true", title="Confusion matrix (test)")
+    ax1.set_xticklabels(classes, rotation=45, ha="right")
+    ax1.set_yticklabels(classes)
+    fig.colorbar(im, ax=ax1, fraction=0.046)
+    errors = confusion.sum(1) - np.diag(confusion)
+    ax2.barh(classes, errors, color="tab:red")
+    ax2.invert_yaxis()
+    ax2.set(title=f"Errors per true class ({errors.sum()} in all)", xlabel="errors")
+    for y, v in enumerate(errors):
+        ax2.text(v, y, f" {v}", va="center")
+    save(fig, path)
+
+
+def plot_overview(images: np.ndarray, labels: np.ndarray, classes: list[str], path: Path,
+                  per_class: int = 10, seed: int = 0) -> None:
+    """`per_class` random training images of each class, one row per class."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class, len(classes) * 1.05))
+    for c, row in enumerate(np.atleast_2d(axes)):
+        pool = np.flatnonzero(labels == c)
+        picks = rng.choice(pool, min(per_class, len(pool)), replace=False) if len(pool) else []
+        for k, ax in enumerate(row):
+            ax.axis("off")
+            if k < len(picks):
+                ax.imshow(images[picks[k]], interpolation="nearest")
+        row[0].set_title(classes[c], loc="left", fontsize=9)
+    fig.suptitle("CIFAR-10 training images", y=1.0)
+    save(fig, path)

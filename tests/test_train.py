@@ -1,0 +1,144 @@
+"""Model, training loop and run folder: learns a toy task, writes a complete, reloadable run."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from conftest import TRAIN_ARGS, run_script
+from ffcv_resnet.betons import beton_path
+from ffcv_resnet.evaluate import find_errors, predict
+from ffcv_resnet.loaders import load_all
+from ffcv_resnet.model import count_parameters, resnet18, summary
+from ffcv_resnet.run import load_checkpoint
+from ffcv_resnet.train import TrainConfig, make_optimizer, make_schedule, make_step, warm_up
+
+CPU = torch.device("cpu")
+
+
+def test_model_is_the_seeds_resnet18_with_its_own_normalisation():
+    model = resnet18()
+    assert count_parameters(model) == 11_173_962
+    table = summary(model)
+    assert "Total params: 11,173,962" in table and "Params size (MB): 42.63" in table
+    rows = [line.split()[0] for line in table.splitlines() if "-" in line.split()[0][1:-1]]
+    kinds = [r.rsplit("-", 1)[0] for r in rows]
+    assert (kinds.count("Conv2d"), kinds.count("BatchNorm2d"), kinds.count("BasicBlock"),
+            kinds.count("Linear")) == (20, 20, 8, 1)
+    assert "[-1, 64, 32, 32]" in table and "[-1, 512, 4, 4]" in table
+    # normalisation lives in buffers, inside: a constant image at the mean gives the zero input
+    model.eval()
+    mean_image = model.mean.expand(1, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.conv1((mean_image - model.mean) / model.std)
+    assert torch.count_nonzero(feats) == 0
+
+
+def test_schedule_is_triangular_and_weight_decay_skips_norms_and_biases():
+    cfg = TrainConfig(epochs=10, peak_epoch=2, lr=0.4)
+    model = resnet18()
+    opt = make_optimizer(model, cfg, CPU)
+    sched = make_schedule(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19
+    assert lrs[0] == pytest.approx(0.02) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    decay, no_decay = opt.param_groups
+    assert no_decay["weight_decay"] == 0 and all(p.ndim == 1 for p in no_decay["params"])
+    assert decay["weight_decay"] == cfg.weight_decay and all(p.ndim > 1 for p in decay["params"])
+
+
+def test_warm_up_restores_weights_and_optimiser_exactly():
+    cfg = TrainConfig(batch_size=4, precision="fp32", compile="off")
+    model = resnet18()
+    step = make_step(model, model, cfg, CPU, steps_per_epoch=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    warm_up(model, step, lambda: None, CPU)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert step.optimizer.state_dict()["state"] == {} and step.scheduler.last_epoch == 0
+
+
+def test_training_learns_and_writes_a_complete_run_folder(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
+    for key in ("per_class_accuracy", "train_seconds", "compile_seconds", "total_seconds",
+                "images_per_second", "device", "torch", "seed"):
+        assert key in metrics
+    assert set(metrics["per_class_accuracy"]) == {"airplane", "automobile", "bird", "cat", "deer",
+                                                  "dog", "frog", "horse", "ship", "truck"}
+    history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().split("\n")
+               if line]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all({"lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                "train_seconds", "images_per_second"} <= set(h) for h in history)
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["training"]["epochs"] == 3 and config["augment"]["cutout"] == 8
+    assert (trained_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    errors = json.loads((trained_run / "errors.json").read_text())["errors"]
+    assert len(errors) == metrics["errors"] == round((1 - metrics["test_accuracy"]) * 60)
+    assert all(e["true"] != e["predicted"] for e in errors)
+
+
+def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained_run, learnable_data):
+    blob = torch.load(trained_run / "model.pt", weights_only=True)
+    assert blob["arch"] == "resnet18-cifar" and blob["test"]["count"] == 60
+    model, _ = load_checkpoint(trained_run / "model.pt")
+    images, labels = load_all(beton_path(learnable_data, "test"), CPU)
+    logits = predict(model, images, batch_size=32, tta=True)
+    recomputed = find_errors(logits, labels, torch.arange(60))
+    saved = json.loads((trained_run / "errors.json").read_text())["errors"]
+    assert [(e["index"], e["predicted"]) for e in recomputed] == \
+           [(e["index"], e["predicted"]) for e in saved]
+
+
+def test_resident_loader_path_trains_too(learnable_data, tmp_path):
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", tmp_path / "r",
+                   *TRAIN_ARGS, "--training.epochs", "1", "--data.loader", "resident")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["loader"] == "resident"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--training.precision", "fp8"], "bad value 'fp8' for --training.precision"),
+    (["--training.tta", "nope"], "bad value 'nope' for --training.tta"),
+    (["--training.epochs", "2.5"], "bad value '2.5' for --training.epochs"),
+    (["--training.epocs", "3"], "unrecognized arguments: --training.epocs"),
+    (["--data.dir", "/nonexistent"], "no cifar10.json"),
+])
+def test_bad_config_exits_non_zero_with_one_line(args, message, learnable_data, tmp_path):
+    base = ["--data.dir", learnable_data, "--run.dir", tmp_path / "r"]
+    r = run_script("scripts/train.py", *base, *args, timeout=120)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_recipes_are_strict_and_the_command_line_wins(tmp_path, learnable_data):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  epochs: 3\n  lr_peak: 0.1\n")
+    r = run_script("scripts/train.py", "-C", bad, "--data.dir", learnable_data, timeout=120)
+    assert r.returncode != 0 and "unknown option 'training.lr_peak'" in r.stderr
+    from ffcv_resnet.config import parse
+    good = tmp_path / "good.yaml"
+    good.write_text("training:\n  epochs: 7\n  tta: 'False'\n  lr: 0.3\n")
+    os.environ["training.epochs"] = "99"  # fastargs would let this win; we ignore the environment
+    try:
+        cfg = parse({"training": TrainConfig}, ["-C", str(good), "--training.lr", "0.2"])
+    finally:
+        del os.environ["training.epochs"]
+    assert (cfg["training"].epochs, cfg["training"].tta, cfg["training"].lr) == (7, False, 0.2)
+
+
+def test_help_lists_every_option_with_its_default():
+    r = run_script("scripts/train.py", "--help", timeout=120)
+    assert r.returncode == 0
+    for option in ("--training.epochs", "--training.compile_mode", "--data.loader", "--run.dir",
+                   "--augment.cutout", "--data.dir"):
+        assert option in r.stdout
+    assert "(default: 20)" in r.stdout and "(default: 'bf16'" not in r.stdout
