@@ -23,7 +23,8 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precisio
             tta: bool = False) -> torch.Tensor:
     """uint8 (N, 3, 32, 32) on the device -> float32 (N, classes) logits, in the same order.
 
-    The last batch is padded to `batch_size`, so a compiled model sees one static shape.
+    A short last batch after full ones is padded to `batch_size`, so a compiled model sees one
+    static shape.
     With `tta`, logits are averaged with those of the mirrored images.
     """
     was_training = model.training
@@ -33,7 +34,7 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precisio
         for start in range(0, len(images), batch_size):
             x = to_float(images[start:start + batch_size])
             n = len(x)
-            if n < batch_size:
+            if n < batch_size and start > 0:  # a short tail after full batches: pad it
                 x = torch.cat([x, x.new_zeros(batch_size - n, *x.shape[1:])])
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(images.device, precision):

@@ -69,6 +69,7 @@ def plot_overview(images: np.ndarray, labels: np.ndarray, classes: list[str], pa
             ax.axis("off")
             if k < len(picks):
                 ax.imshow(images[picks[k]], interpolation="nearest")
-        row[0].set_title(classes[c], loc="left", fontsize=9)
-    fig.suptitle("CIFAR-10 training images", y=1.0)
+        row[0].text(-0.15, 0.5, classes[c], transform=row[0].transAxes, ha="right",
+                    va="center", fontsize=9)
+    fig.suptitle("CIFAR-10 training images, 10 random per class")
     save(fig, path)

@@ -84,7 +84,8 @@ def main() -> None:
         print(row(h), flush=True)
     errors = find_errors(logits, test_labels, test_index)
     test = {"count": int(len(test_labels)), "fingerprint": meta["source"]["fingerprint"],
-            "subset": None if test_idx is None else test_idx.tolist()}
+            "subset": None if test_idx is None else test_idx.tolist(), "tta": tc.tta,
+            "class_counts": torch.bincount(test_labels, minlength=len(meta["classes"])).tolist()}
     save_checkpoint(run_dir / CHECKPOINT, model, test, meta["classes"])
     write_json(run_dir / ERRORS, {"classes": meta["classes"], "test": test, "errors": errors})
     plot_curves(history, run_dir / CURVES)

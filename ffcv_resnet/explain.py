@@ -1,0 +1,82 @@
+"""Explaining a run: check it against the test beton, Grad-CAM every error, assemble the gallery."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import to_float
+from .betons import beton_path, load_split_counts, read_metadata
+from .errors import UserError
+from .evaluate import predict
+from .gallery import Explained
+from .gradcam import grad_cam
+from .loaders import load_all
+
+
+def check_data_matches(run_test: dict, data_dir: Path) -> None:
+    """The test beton in `data_dir` is the one the run was evaluated on, or a UserError."""
+    counts, meta = load_split_counts(data_dir), read_metadata(data_dir)
+    if meta["source"]["fingerprint"] != run_test["fingerprint"]:
+        raise UserError(f"{data_dir}: test beton does not match the run (made from another "
+                        f"source: {meta['source']['path']})")
+    subset = run_test.get("subset")
+    expected = len(subset) if subset else counts["test"]
+    if expected != run_test["count"] or (subset and max(subset) >= counts["test"]):
+        raise UserError(f"{data_dir}: test beton does not match the run ({counts['test']} "
+                        f"images; the run was evaluated on {run_test['count']})")
+
+
+def load_error_images(data_dir: Path, errors: list[dict], device: torch.device) -> torch.Tensor:
+    """Only the misclassified test images (uint8, in `errors` order), labels checked."""
+    idx = [e["index"] for e in errors]
+    images, labels = load_all(beton_path(data_dir, "test"), device, indices=idx)
+    if labels.tolist() != [e["true"] for e in errors]:
+        raise UserError(f"{data_dir}: test beton does not match the run (labels differ)")
+    return images
+
+
+def explain(model: nn.Module, images: torch.Tensor, errors: list[dict], layer: str,
+            batch_size: int, precision: str = "fp32", tta: bool = True) -> Explained:
+    """Grad-CAM for the predicted and the true class of every error, sorted most confident first.
+
+    Both maps of a batch come from one forward and one backward over [images; images].
+    """
+    n = len(errors)
+    pred = torch.tensor([e["predicted"] for e in errors], device=images.device)
+    true = torch.tensor([e["true"] for e in errors], device=images.device)
+    x = to_float(images)
+    half = max(batch_size // 2, 1)
+    maps, empty = [], []
+    for s in range(0, n, half):
+        both = torch.cat([x[s:s + half], x[s:s + half]])
+        res = grad_cam(model, both, torch.cat([pred[s:s + half], true[s:s + half]]), layer,
+                       precision=precision)
+        maps.append(res.maps.view(2, -1, *res.maps.shape[1:]))
+        empty.append(res.empty.view(2, -1))
+    probs = predict(model, images, batch_size=batch_size, precision=precision,
+                    tta=tta).softmax(1) if n else torch.zeros(0, 1)
+    maps = torch.cat(maps, 1).cpu().numpy() if n else np.zeros((2, 0, 32, 32))
+    empty = torch.cat(empty, 1).cpu().numpy() if n else np.zeros((2, 0), bool)
+    p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy() if n else np.zeros(0)
+    p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy() if n else np.zeros(0)
+    order = np.argsort(-p_pred, kind="stable")
+    return Explained(index=np.array([e["index"] for e in errors], dtype=np.int64)[order],
+                     true=true.cpu().numpy()[order], predicted=pred.cpu().numpy()[order],
+                     p_pred=p_pred[order], p_true=p_true[order],
+                     images=images.permute(0, 2, 3, 1).cpu().numpy()[order],
+                     pred_maps=maps[0][order], true_maps=maps[1][order],
+                     pred_empty=empty[0][order], true_empty=empty[1][order])
+
+
+def overview_images(data_dir: Path, classes: list[str], per_class: int = 10, seed: int = 0):
+    """Enough random training images to show `per_class` of each class: (images NHWC, labels)."""
+    n = load_split_counts(data_dir)["train"]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, min(n, per_class * len(classes) * 6), replace=False))
+    images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"), indices=idx)
+    if np.bincount(labels.numpy(), minlength=len(classes)).min() < per_class and len(idx) < n:
+        images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"))
+    return images.permute(0, 2, 3, 1).numpy(), labels.numpy()

@@ -1,0 +1,96 @@
+"""Batched Grad-CAM on the device: one forward and one backward per batch, hooks always removed."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+from .evaluate import autocast
+
+
+class CamResult(NamedTuple):
+    maps: torch.Tensor  # (N, H, W) float32 in [0, 1]
+    empty: torch.Tensor  # (N,) bool: the map was flat after the ReLU, returned as zeros
+    logits: torch.Tensor  # (N, classes) float32, from the same forward pass
+
+
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The module called `layer` in `model.named_modules()`, or a UserError naming the choices."""
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        top = ", ".join(n for n in modules if n and "." not in n)
+        raise UserError(f"no layer '{layer}' in the model (top-level layers: {top})")
+    return modules[layer]
+
+
+@contextlib.contextmanager
+def _captured(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record `module`'s forward outputs; the hook is removed however the block ends."""
+    outputs: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; every submodule's own train/eval flag restored exactly afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _cam_batch(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor,
+               precision: str) -> CamResult:
+    x = images.detach().requires_grad_(True)  # a graph even where parameters are frozen
+    with _captured(layer) as outputs, torch.enable_grad(), autocast(images.device, precision):
+        logits = model(x)
+    acts = outputs[-1]  # (N, C, h, w)
+    chosen = logits.gather(1, classes[:, None]).sum()  # eval mode: image i's map needs only logit i
+    (grads,) = torch.autograd.grad(chosen, acts)  # only the activation's gradient, no parameters'
+    acts, grads = acts.detach().float(), grads.float()  # CAM arithmetic in fp32
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
+    cam = F.relu((weights * acts).sum(1, keepdim=True))  # (N, 1, h, w)
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    span = cam.amax(dim=(1, 2), keepdim=True) - lo
+    empty = span.flatten() <= 0
+    maps = torch.where(span > 0, (cam - lo) / span.clamp_min(torch.finfo(cam.dtype).tiny), 0.0)
+    return CamResult(maps, empty, logits.detach().float())
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
+             layer: str = "layer3", batch_size: int | None = None,
+             precision: str = "fp32") -> CamResult:
+    """Grad-CAM maps of `classes` (one per image) at `layer`, for images as the model takes them.
+
+    images: float (N, 3, H, W) in [0, 1]; returns (N, H, W) maps in [0, 1], min-max scaled per
+    image, with `empty` flagging maps that were all zero after the ReLU (returned as zeros).
+    """
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be float (N, 3, H, W), got {tuple(images.shape)} "
+                         f"{images.dtype}")
+    classes = torch.as_tensor(classes, device=images.device).long()
+    if classes.shape != images.shape[:1]:
+        raise ValueError(f"need one class per image: {len(images)} images, "
+                         f"{tuple(classes.shape)} classes")
+    module = find_layer(model, layer)
+    step = batch_size or max(len(images), 1)
+    with _eval_mode(model):
+        parts = [_cam_batch(model, module, images[i:i + step], classes[i:i + step], precision)
+                 for i in range(0, len(images), step)]
+    if not parts:
+        return CamResult(images.new_zeros(0, *images.shape[-2:]),
+                         torch.zeros(0, dtype=torch.bool, device=images.device),
+                         images.new_zeros(0, 0))
+    return CamResult(*(torch.cat(t) for t in zip(*parts)))

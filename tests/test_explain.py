@@ -1,0 +1,149 @@
+"""Grad-CAM against the reference package, batching, restored state; explain.py end to end."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from ffcv_resnet.errors import UserError
+from ffcv_resnet.gradcam import grad_cam
+from ffcv_resnet.model import resnet18
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    a = a - a.min(axis=(1, 2), keepdims=True)
+    top = a.max(axis=(1, 2), keepdims=True)
+    return np.where(top > 0, a / np.where(top > 0, top, 1), 0)
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    images = torch.rand(12, 3, 32, 32)
+    classes = torch.randint(0, 10, (12,))
+    return model, images, classes
+
+
+@pytest.mark.parametrize("layer", ["layer2", "layer3", "layer4"])
+def test_maps_agree_with_the_reference_grad_cam_package(model_and_batch, layer):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    model, images, classes = model_and_batch
+    ours = grad_cam(model, images, classes, layer=layer)
+    with GradCAM(model=model, target_layers=[dict(model.named_modules())[layer]]) as cam:
+        ref = cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    assert ours.maps.shape == (12, 32, 32) and 0 <= ours.maps.min() and ours.maps.max() <= 1
+    full = ~ours.empty.numpy()
+    assert full.sum() >= 6  # enough non-flat maps for the comparison to mean something
+    np.testing.assert_allclose(_minmax(ours.maps.numpy())[full], _minmax(ref)[full], atol=1e-3)
+    assert np.all(ref[~full] == 0)  # flagged maps are the ones the reference finds empty too
+    torch.testing.assert_close(ours.logits, model(images).detach())
+
+
+def test_batched_equals_one_image_at_a_time(model_and_batch):
+    model, images, classes = model_and_batch
+    whole = grad_cam(model, images, classes)
+    single = [grad_cam(model, images[i:i + 1], classes[i:i + 1]) for i in range(len(images))]
+    torch.testing.assert_close(whole.maps, torch.cat([s.maps for s in single]), atol=1e-5,
+                               rtol=0)
+    assert torch.equal(whole.empty, torch.cat([s.empty for s in single]))
+    torch.testing.assert_close(grad_cam(model, images, classes, batch_size=5).maps, whole.maps,
+                               atol=1e-5, rtol=0)
+
+
+def test_flat_maps_are_zeros_and_flagged():
+    model = resnet18().eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()  # every logit is the bias: no gradient reaches the layer
+    res = grad_cam(model, torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2]))
+    assert res.empty.all() and torch.count_nonzero(res.maps) == 0
+    assert not torch.isnan(res.maps).any()
+
+
+def test_mode_hooks_and_parameter_gradients_are_left_as_they_were(model_and_batch):
+    model, images, classes = model_and_batch
+    model.zero_grad(set_to_none=True)  # the reference package's backward() filled them
+    model.train()
+    model.layer2.eval()  # a mixed state must come back exactly
+    hooks_before = {n: len(m._forward_hooks) for n, m in model.named_modules()}
+    grad_cam(model, images, classes)
+    assert model.training and not model.layer2.training and model.layer3.training
+    assert {n: len(m._forward_hooks) for n, m in model.named_modules()} == hooks_before
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(UserError, match="no layer 'layer9'"):
+        grad_cam(model, images, classes, layer="layer9")
+    with pytest.raises(ValueError, match="one class per image"):
+        grad_cam(model, images, classes[:3])
+
+    class Boom(Exception):
+        pass
+
+    def explode(*_):
+        raise Boom
+
+    handle = model.layer4.register_forward_hook(explode)
+    try:
+        with pytest.raises(Boom):
+            grad_cam(model, images, classes)
+    finally:
+        handle.remove()
+    assert model.training and not model.layer2.training
+    assert {n: len(m._forward_hooks) for n, m in model.named_modules()} == hooks_before
+    model.eval()
+
+
+def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data):
+    r = run_script("scripts/explain.py", "--run.dir", trained_run, "--data.dir", learnable_data,
+                   "--explain.page_size", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Grad-CAM" in r.stdout and "rendering" in r.stdout
+    errors = json.loads((trained_run / "errors.json").read_text())["errors"]
+    with open(trained_run / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["index"]) for r in rows) == sorted(e["index"] for e in errors)
+    by_index = {e["index"]: e for e in errors}
+    assert all(int(r["predicted"]) == by_index[int(r["index"])]["predicted"] for r in rows)
+    p = [float(r["p_pred"]) for r in rows]
+    assert p == sorted(p, reverse=True)
+    pages = sorted((trained_run / "gallery").glob("page-*.png"))
+    assert len(pages) == -(-len(errors) // 4)
+    assert {int(r["page"]) for r in rows} == set(range(1, len(pages) + 1))
+    for name in ("summary.png", "overview.png", *[f"gallery/{p.name}" for p in pages]):
+        assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((trained_run / "explain.json").read_text())["errors"] == len(errors)
+
+
+def _explain(run_dir, data_dir, *extra):
+    return run_script("scripts/explain.py", "--run.dir", run_dir, "--data.dir", data_dir,
+                      *extra, timeout=180)
+
+
+def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
+    import shutil
+    from ffcv_resnet.betons import prepare
+    cases = []
+    cases.append((_explain(tmp_path / "nope", learnable_data), "no such run folder"))
+    cases.append((_explain(trained_run, learnable_data, "--explain.layer", "layer7"),
+                  "no layer 'layer7'"))
+    other = tmp_path / "other_data"
+    prepare(other, str(sources["batches-folder"]), log=lambda *_: None)
+    cases.append((_explain(trained_run, other), "test beton does not match the run"))
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    raw = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(raw[: len(raw) // 3])
+    cases.append((_explain(broken, learnable_data), "unreadable checkpoint"))
+    blob = torch.load(trained_run / "model.pt", weights_only=True)
+    blob["arch"] = "vit-tiny"
+    torch.save(blob, broken / "model.pt")
+    cases.append((_explain(broken, learnable_data), "another architecture"))
+    (broken / "model.pt").unlink()
+    cases.append((_explain(broken, learnable_data), "no checkpoint"))
+    for result, message in cases:
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
+        assert "Traceback" not in result.stderr
