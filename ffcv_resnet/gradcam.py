@@ -1,4 +1,7 @@
-"""Batched Grad-CAM on the device: one forward and one backward per batch, hooks always removed."""
+"""Batched Grad-CAM on the device: one forward and one backward per batch, hooks always removed.
+
+The backward runs only from the logits down to the chosen layer and computes no parameter
+gradients; the forward records no graph before that layer."""
 from __future__ import annotations
 
 import contextlib
@@ -28,13 +31,26 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _captured(module: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Record `module`'s forward outputs; the hook is removed however the block ends."""
-    outputs: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+def _graph_from(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Run the model with no autograd graph up to `module`; its output becomes a fresh leaf that
+    requires grad, with grad mode on from there to the logits. Nothing before the layer is kept
+    for backward (less memory, a faster forward), and the hook and grad mode are restored
+    however the block ends."""
+    leaves: list[torch.Tensor] = []
+
+    def hook(_m, _inputs, out):
+        torch.set_grad_enabled(True)  # from this layer on, record the graph
+        leaf = out.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf
+
+    handle = module.register_forward_hook(hook)
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
     try:
-        yield outputs
+        yield leaves
     finally:
+        torch.set_grad_enabled(previous)
         handle.remove()
 
 
@@ -52,10 +68,11 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 def _cam_batch(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor,
                precision: str) -> CamResult:
-    x = images.detach().requires_grad_(True)  # a graph even where parameters are frozen
-    with _captured(layer) as outputs, torch.enable_grad(), autocast(images.device, precision):
-        logits = model(x)
-    acts = outputs[-1]  # (N, C, h, w)
+    with _graph_from(layer) as leaves, autocast(images.device, precision):
+        logits = model(images.detach())
+    if not leaves:
+        raise ValueError("the chosen layer did not run in the model's forward pass")
+    acts = leaves[-1]  # (N, C, h, w)
     chosen = logits.gather(1, classes[:, None]).sum()  # eval mode: image i's map needs only logit i
     (grads,) = torch.autograd.grad(chosen, acts)  # only the activation's gradient, no parameters'
     acts, grads = acts.detach().float(), grads.float()  # CAM arithmetic in fp32

@@ -53,7 +53,9 @@ def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
 
 def use_compile_cache(path: str) -> None:
     """Keep Inductor's caches (FX graphs, autotuning, AOT autograd) in `path` across runs."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(path).expanduser()))
+    root = Path(path).expanduser()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root)
+    os.environ["TRITON_CACHE_DIR"] = str(root / "triton")
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 

@@ -1,0 +1,61 @@
+"""The usual pipeline, for comparison: a torchvision-style in-memory CIFAR-10 Dataset with CPU
+transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a torch
+DataLoader with worker processes, feeding an fp32, eager, contiguous model (the seed's way)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ffcv_resnet.model import MEAN, STD
+
+
+class InMemoryCifar(Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: PIL image from a uint8 array, transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def usual_transform() -> T.Compose:
+    return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                      T.Normalize(MEAN, STD)])
+
+
+def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 device: torch.device, workers: int = 0) -> DataLoader:
+    """Shuffled, drop_last, worker processes (default: up to 8), pinned memory on CUDA."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    return DataLoader(InMemoryCifar(images, labels, usual_transform()), batch_size=batch_size,
+                      shuffle=True, drop_last=True, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=True)
+
+
+def usual_batches(loader: DataLoader, device: torch.device):
+    """Normalised float batches on the device, as the seed's training loop sees them."""
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class Unnormalised(torch.nn.Module):
+    """Our model takes [0, 1] images; the usual pipeline has normalised already, so undo that
+    inside (a negligible elementwise op) to run the same network on both pipelines."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.std + self.mean)

@@ -1,0 +1,150 @@
+"""Training speed: a per-technique ablation of the step (precision, memory format, compile mode)
+and end-to-end epochs per data path, against the usual pipeline on the same device."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from benchmarks.baseline import Unnormalised, usual_batches, usual_loader
+from benchmarks.common import measure, table
+from ffcv_resnet import train as T
+from ffcv_resnet.augment import AugmentConfig, BatchAugment
+from ffcv_resnet.betons import beton_path, check_beton
+from ffcv_resnet.loaders import FfcvBatches, ResidentBatches, load_all, subset_indices
+from ffcv_resnet.model import resnet18
+
+# Dense bf16 tensor-core peaks from the vendor's data sheets (FLOP/s), by device-name fragment.
+BF16_PEAK = {"H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.0e12,
+             "H100": 989.4e12, "H200": 989.4e12, "A100": 312.0e12}
+FLOPS_20_EPOCHS = 3.33e15  # 20 x 50,000 images x (forward + backward) of this ResNet-18
+
+
+def peak_flops(device: torch.device) -> tuple[float | None, str]:
+    if device.type != "cuda":
+        return None, "no peak figure for a CPU"
+    name = torch.cuda.get_device_name(device)
+    for key, value in BF16_PEAK.items():
+        if key in name:
+            return value, f"{key} dense bf16 tensor-core peak, {value / 1e12:.0f} TFLOP/s"
+    return None, f"no peak figure known for {name}"
+
+
+def step_flops(batch_size: int) -> float:
+    """FLOPs of one training step (forward + backward), counted by torch on the CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = resnet18()
+    x = torch.rand(batch_size, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def _step(cfg: T.TrainConfig, device: torch.device, wrap=None):
+    model = resnet18()
+    runner = T.prepare_model(wrap(model) if wrap else model, cfg, device)
+    return T.make_step(model, runner, cfg, device, steps_per_epoch=10**6)
+
+
+def ablation(device: torch.device, batch_size: int, steps: int, repeats: int,
+             modes: list[str]) -> tuple[list[dict], str]:
+    """Images/s of the bare training step on device-resident random data, one change at a time."""
+    base = T.TrainConfig(batch_size=batch_size, precision="fp32", channels_last=False,
+                         compile="off")
+    variants = [("fp32, contiguous, eager", base),
+                ("bf16, contiguous, eager", dataclasses.replace(base, precision="bf16")),
+                ("fp32, channels_last, eager", dataclasses.replace(base, channels_last=True)),
+                ("bf16, channels_last, eager",
+                 dataclasses.replace(base, precision="bf16", channels_last=True))]
+    variants += [(f"bf16, channels_last, compile {m}",
+                  dataclasses.replace(base, precision="bf16", channels_last=True, compile="on",
+                                      compile_mode=m)) for m in modes]
+    flops = step_flops(batch_size)
+    peak, peak_desc = peak_flops(device)
+    records = []
+    for name, cfg in variants:
+        step = _step(cfg, device)
+        mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        x = torch.rand(batch_size, 3, 32, 32, device=device).contiguous(memory_format=mf)
+        y = torch.randint(0, 10, (batch_size,), device=device)
+
+        def run_steps():
+            for _ in range(steps):
+                step(x, y)
+            return steps * batch_size
+
+        m = measure(run_steps, device, warmup=1, repeats=repeats)
+        ms = 1000 * m["median_seconds"] / steps
+        achieved = flops / (ms / 1000)
+        records.append({"benchmark": "train_step", "name": name, "batch_size": batch_size,
+                        "precision": cfg.precision, "channels_last": cfg.channels_last,
+                        "compile": cfg.compile_mode if cfg.compile == "on" else "eager",
+                        "images_per_second": m["items_per_second"], "ms_per_step": ms,
+                        "step_flops": flops, "achieved_flops_per_second": achieved,
+                        "fraction_of_peak": achieved / peak if peak else None, "peak": peak_desc,
+                        "seconds": m["seconds"],
+                        "timed": f"{steps} SGD steps (forward, loss, backward, update) on "
+                                 "device-resident random data, after a warm-up pass"})
+        print(f"  step {name:>44}: {m['items_per_second']:>9,.0f} img/s {ms:8.1f} ms/step",
+              flush=True)
+    md = table(["training step", "images/s", "ms/step", "TFLOP/s", "of peak"],
+               [[r["name"], r["images_per_second"], r["ms_per_step"],
+                 f"{r['achieved_flops_per_second'] / 1e12:.2f}",
+                 f"{r['fraction_of_peak']:.1%}" if r["fraction_of_peak"] else "n/a"]
+                for r in records])
+    return records, md + f"\n\nPeak used: {peak_desc}; step FLOPs counted by torch's " \
+                          f"FlopCounterMode ({flops / batch_size / 1e9:.2f} GFLOP per image)."
+
+
+def _epoch(step, batches, prepare) -> int:
+    n = 0
+    for images, labels in batches:
+        step(prepare(images), labels)
+        n += len(labels)
+    return n
+
+
+def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: int,
+               repeats: int, workers: int = 0) -> tuple[list[dict], str]:
+    """Seconds per training epoch for each data path with the engine, and for the usual way."""
+    path = beton_path(data_dir, "train")
+    n = check_beton(path)
+    idx = subset_indices(n, images) if images < n else None
+    engine = T.resolved(T.TrainConfig(batch_size=batch_size), device)
+    usual_cfg = dataclasses.replace(engine, precision="fp32", channels_last=False, compile="off")
+    augment = BatchAugment(AugmentConfig(), device)
+    host_x, host_y = load_all(path, torch.device("cpu"), indices=idx)
+    usual = usual_loader(host_x.permute(0, 2, 3, 1).numpy(), host_y.numpy(), batch_size,
+                         device, workers)
+    paths = [
+        ("usual: torchvision DataLoader, fp32, eager", usual_cfg, lambda: usual_batches(usual,
+                                                                                        device),
+         lambda x: x.contiguous(), Unnormalised),
+        ("torchvision DataLoader + engine", engine, lambda: usual_batches(usual, device),
+         lambda x: x.contiguous(memory_format=torch.channels_last), Unnormalised),
+        ("FFCV + GPU augmentation + engine", engine,
+         lambda: FfcvBatches(path, batch_size, device, indices=idx, workers=workers), augment,
+         None),
+        ("GPU-resident + GPU augmentation + engine", engine,
+         lambda: ResidentBatches(path, batch_size, device, indices=idx), augment, None),
+    ]
+    records = []
+    for name, cfg, make_batches, prepare, wrap in paths:
+        step, batches = _step(cfg, device, wrap), make_batches()
+        m = measure(lambda: _epoch(step, batches, prepare), device, warmup=1, repeats=repeats)
+        records.append({"benchmark": "epoch", "name": name, "batch_size": batch_size,
+                        "precision": cfg.precision, "compile": cfg.compile,
+                        "images_per_epoch": m["items"], "seconds": m["seconds"],
+                        "epoch_seconds": m["median_seconds"],
+                        "images_per_second": m["items_per_second"],
+                        "timed": "one training epoch: loading, augmentation, forward, backward, "
+                                 "update; after a warm-up epoch (compilation excluded)"})
+        print(f"  epoch {name:>44}: {m['median_seconds']:8.2f} s "
+              f"({m['items_per_second']:,.0f} img/s)", flush=True)
+    base = records[0]["epoch_seconds"]
+    md = table(["end-to-end epoch", "s/epoch", "images/s", "speed-up"],
+               [[r["name"], r["epoch_seconds"], r["images_per_second"],
+                 f"{base / r['epoch_seconds']:.1f}x"] for r in records])
+    return records, md
+

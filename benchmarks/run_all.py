@@ -1,0 +1,123 @@
+"""The benchmark suite in one command: loader, Grad-CAM, training-step ablation, end-to-end epochs,
+cold vs warm start. Sizes adapt to the device; JSON records and a markdown table land in
+benchmarks/results/."""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks import bench_gradcam, bench_loader, bench_train  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, device_info, slug, write_records  # noqa: E402
+from ffcv_resnet.config import DataConfig, option, parse  # noqa: E402
+from ffcv_resnet.errors import UserError, atomic_write_bytes, cli  # noqa: E402
+from ffcv_resnet.timing import resolve_device  # noqa: E402
+
+SUITES = ("loader", "gradcam", "train", "epoch", "startup")
+SIZES = {  # (cpu, cuda)
+    "batch_size": (64, 512), "loader_images": (4096, 50_000), "epoch_images": (512, 50_000),
+    "gradcam_images": (64, 600), "gradcam_single": (8, 100), "steps": (2, 20), "repeats": (2, 3),
+}
+
+
+@dataclass
+class BenchConfig:
+    """Benchmarks"""
+    suites: str = option(",".join(SUITES), "comma-separated subset of " + ",".join(SUITES))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    compile_modes: str = option("auto", "compile modes for the step ablation (auto: none on the "
+                                "CPU; default,max-autotune-no-cudagraphs,reduce-overhead on CUDA)")
+    scale: float = option(1.0, "multiply the device's default image counts and steps by this")
+    batch_size: int = option(0, "batch size for every suite (0: 64 on the CPU, 512 on CUDA)")
+    tag: str = option("", "suffix for the result files (e.g. a second run on the same device)")
+    out: str = option(str(RESULTS), "folder for the JSON records and the markdown table")
+
+
+def sizes(device: torch.device, scale: float) -> dict:
+    k = int(device.type == "cuda")
+    out = {name: v[k] for name, v in SIZES.items()}
+    for name in ("loader_images", "epoch_images", "gradcam_images", "gradcam_single", "steps"):
+        out[name] = max(1, int(out[name] * scale))
+    return out
+
+
+def startup(data_dir: Path, device: torch.device, s: dict) -> tuple[list[dict], str]:
+    """Cold start (empty compile cache) vs warm start (the same cache again) of scripts/train.py."""
+    import subprocess
+    records = []
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as runs:
+        for name in ("cold", "warm"):
+            args = [sys.executable, str(ROOT / "scripts/train.py"), "--data.dir", str(data_dir),
+                    "--run.dir", f"{runs}/{name}", "--training.epochs", "1",
+                    "--training.compile_cache", cache, "--training.device", str(device),
+                    "--training.batch_size", str(s["batch_size"]), "--run.progress", "off",
+                    "--data.train_subset", str(s["epoch_images"]),
+                    "--data.test_subset", str(min(1000, s["epoch_images"]))]
+            r = subprocess.run(args, capture_output=True, text=True)
+            if r.returncode:
+                raise UserError(f"train.py failed in the start-up benchmark: {r.stderr[-500:]}")
+            m = json.loads(Path(f"{runs}/{name}/metrics.json").read_text())
+            records.append({"benchmark": "startup", "name": name, "compile": m["compile"],
+                            "compile_seconds": m["compile_seconds"],
+                            "total_seconds": m["total_seconds"],
+                            "timed": "scripts/train.py, 1 epoch on a subset; warm-up (compile) "
+                                     "and the script's own total, process start excluded"})
+            print(f"  startup {name}: warm-up {m['compile_seconds']:.1f} s, "
+                  f"total {m['total_seconds']:.1f} s", flush=True)
+    md = "| start | compile | warm-up s | run total s |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['name']} | {r['compile']} | {r['compile_seconds']:.1f} | {r['total_seconds']:.1f} |"
+        for r in records)
+    return records, md
+
+
+@cli
+def main() -> None:
+    cfg = parse({"data": DataConfig, "bench": BenchConfig}, description=__doc__)
+    b, data_dir = cfg["bench"], Path(cfg["data"].dir)
+    chosen = [x.strip() for x in b.suites.split(",") if x.strip()]
+    if not chosen or set(chosen) - set(SUITES):
+        raise UserError(f"--bench.suites: choose from {','.join(SUITES)}")
+    device = resolve_device(b.device)
+    s = sizes(device, b.scale)
+    s["batch_size"] = b.batch_size or s["batch_size"]
+    out_dir = Path(b.out)
+    modes = [m for m in (b.compile_modes if b.compile_modes != "auto" else
+                         ("default,max-autotune-no-cudagraphs,reduce-overhead"
+                          if device.type == "cuda" else "")).split(",") if m]
+    info = device_info(device)
+    print(f"benchmarks on {info['device']} (torch {info['torch']}), sizes {s}")
+    sections = []
+    runners = {
+        "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
+                                           s["repeats"], cfg["data"].workers),
+        "gradcam": lambda: bench_gradcam.run(device, s["gradcam_images"], s["gradcam_single"],
+                                             s["repeats"]),
+        "train": lambda: bench_train.ablation(device, s["batch_size"], s["steps"], s["repeats"],
+                                              modes),
+        "epoch": lambda: bench_train.end_to_end(data_dir, device, s["batch_size"],
+                                                s["epoch_images"], s["repeats"],
+                                                cfg["data"].workers),
+        "startup": lambda: startup(data_dir, device, s),
+    }
+    for suite in chosen:
+        print(f"[{suite}]", flush=True)
+        records, md = runners[suite]()
+        path = write_records(out_dir, suite + (f"-{b.tag}" if b.tag else ""), info, records)
+        sections.append(f"### {suite}\n\n{md}\n\nRecords: `{path.name}`")
+    head = (f"## Benchmarks on {info['device']}\n\ntorch {info['torch']}"
+            f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "
+            f"{info['git_sha']}; batch size {s['batch_size']}; median of {s['repeats']} repeats "
+            "after warm-up.\n\n")
+    out = out_dir / f"{slug(info)}{'-' + b.tag if b.tag else ''}.md"
+    atomic_write_bytes(out, (head + "\n\n".join(sections) + "\n").encode())
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()

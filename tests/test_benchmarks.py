@@ -1,0 +1,43 @@
+"""The benchmark suite runs end to end on the CPU at a tiny size and writes well-formed records."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_script
+
+
+def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
+    out = tmp_path / "results"
+    r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.out", out,
+                   "--bench.scale", "0.05", "--bench.batch_size", "8", "--bench.device", "cpu",
+                   timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tables = list(out.glob("*.md"))
+    assert len(tables) == 1
+    text = tables[0].read_text()
+    for suite in ("loader", "gradcam", "train", "epoch", "startup"):
+        assert f"### {suite}" in text
+        (path,) = out.glob(f"{suite}-*.json")
+        records = json.loads(path.read_text())
+        assert records and all(r["suite"] == suite for r in records)
+        for rec in records:
+            for key in ("device", "torch", "date", "git_sha", "name", "timed"):
+                assert rec[key] not in (None, ""), (suite, key)
+    loader = json.loads(next(out.glob("loader-*.json")).read_text())
+    assert [r["name"] for r in loader] == ["ffcv", "ffcv+augment", "resident+augment",
+                                           "torchvision"]
+    assert all(r["images_per_second"] > 0 and r["batch_size"] == 8 for r in loader)
+    steps = json.loads(next(out.glob("train-*.json")).read_text())
+    assert {(r["precision"], r["channels_last"]) for r in steps} == {
+        ("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)}
+    assert all(r["step_flops"] > 0 and r["ms_per_step"] > 0 for r in steps)
+    gradcam = {r["name"] for r in json.loads(next(out.glob("gradcam-*.json")).read_text())}
+    assert {"ours batched", "grad-cam batched"} <= gradcam
+    startup = json.loads(next(out.glob("startup-*.json")).read_text())
+    assert [r["name"] for r in startup] == ["cold", "warm"]
+
+
+def test_suite_rejects_unknown_suites(learnable_data, tmp_path):
+    r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.suites",
+                   "loader,speed", "--bench.out", tmp_path, timeout=120)
+    assert r.returncode != 0 and "--bench.suites" in r.stderr
