@@ -41,10 +41,19 @@ def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
                       pin_memory=device.type == "cuda", persistent_workers=True)
 
 
-def usual_batches(loader: DataLoader, device: torch.device):
-    """Normalised float batches on the device, as the seed's training loop sees them."""
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+class UsualBatches:
+    """Normalised float batches on the device, as the seed's training loop sees them; one pass
+    per iteration, like the engine's loaders."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 class Unnormalised(torch.nn.Module):

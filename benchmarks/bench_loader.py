@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.baseline import usual_batches, usual_loader
+from benchmarks.baseline import UsualBatches, usual_loader
 from benchmarks.common import measure, table
 from ffcv_resnet.augment import AugmentConfig, BatchAugment
 from ffcv_resnet.betons import beton_path, check_beton
@@ -41,7 +41,7 @@ def run(data_dir: Path, device: torch.device, batch_size: int, images: int, repe
         ("resident+augment", "GPU-resident shuffle/slice + batched augmentation",
          lambda: _drain(resident, augment)),
         ("torchvision", "torchvision-style Dataset + CPU transforms + DataLoader workers",
-         lambda: _drain(usual_batches(usual, device))),
+         lambda: _drain(UsualBatches(usual, device))),
     ]
     records = []
     for name, what, fn in cases:

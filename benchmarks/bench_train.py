@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.baseline import Unnormalised, usual_batches, usual_loader
+from benchmarks.baseline import Unnormalised, UsualBatches, usual_loader
 from benchmarks.common import measure, table
 from ffcv_resnet import train as T
 from ffcv_resnet.augment import AugmentConfig, BatchAugment
@@ -118,10 +118,10 @@ def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: in
     usual = usual_loader(host_x.permute(0, 2, 3, 1).numpy(), host_y.numpy(), batch_size,
                          device, workers)
     paths = [
-        ("usual: torchvision DataLoader, fp32, eager", usual_cfg, lambda: usual_batches(usual,
+        ("usual: torchvision DataLoader, fp32, eager", usual_cfg, lambda: UsualBatches(usual,
                                                                                         device),
          lambda x: x.contiguous(), Unnormalised),
-        ("torchvision DataLoader + engine", engine, lambda: usual_batches(usual, device),
+        ("torchvision DataLoader + engine", engine, lambda: UsualBatches(usual, device),
          lambda x: x.contiguous(memory_format=torch.channels_last), Unnormalised),
         ("FFCV + GPU augmentation + engine", engine,
          lambda: FfcvBatches(path, batch_size, device, indices=idx, workers=workers), augment,

@@ -10,6 +10,16 @@ from torch import nn
 from .augment import to_float
 
 
+def auto_precision(device: torch.device) -> str:
+    """bf16 on CUDA and on CPUs with native bf16 kernels (oneDNN), else fp32."""
+    if torch.device(device).type == "cuda":
+        return "bf16"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on the device, or nothing for fp32."""
     if precision == "fp32":

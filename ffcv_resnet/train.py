@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import option
-from .evaluate import autocast
+from .evaluate import auto_precision, autocast
 from .timing import Stopwatch
 
 
@@ -27,7 +27,7 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD Nesterov momentum")
     weight_decay: float = option(5e-4, "weight decay (not on BatchNorm weights and biases)")
     label_smoothing: float = option(0.1, "label smoothing of the training loss")
-    precision: str = option("auto", "auto: bf16 on CUDA, fp32 on the CPU",
+    precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
                             ("auto", "bf16", "fp16", "fp32"))
     channels_last: bool = option(True, "channels_last model and inputs")
     compile: str = option("auto", "torch.compile (auto: on CUDA only)", ("auto", "on", "off"))
@@ -47,7 +47,7 @@ def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     """Turn 'auto' settings into what this device gets."""
     cuda = device.type == "cuda"
     return dataclasses.replace(
-        cfg, precision=("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision,
+        cfg, precision=auto_precision(device) if cfg.precision == "auto" else cfg.precision,
         compile=("on" if cuda else "off") if cfg.compile == "auto" else cfg.compile)
 
 

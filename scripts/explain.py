@@ -9,6 +9,7 @@ import torch  # noqa: E402
 
 from ffcv_resnet.config import DataConfig, option, parse  # noqa: E402
 from ffcv_resnet.errors import UserError, cli  # noqa: E402
+from ffcv_resnet.evaluate import auto_precision  # noqa: E402
 from ffcv_resnet.explain import (check_data_matches, explain, load_error_images,  # noqa: E402
                                  overview_images)
 from ffcv_resnet.figures import plot_overview, plot_summary  # noqa: E402
@@ -26,7 +27,7 @@ class ExplainConfig:
     layer: str = option("layer3", "module whose activations Grad-CAM weighs (layer3 is 8x8)")
     batch_size: int = option(1024, "images per Grad-CAM forward/backward")
     page_size: int = option(24, "errors per gallery page")
-    precision: str = option("auto", "auto: bf16 on CUDA, fp32 on the CPU",
+    precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
                             ("auto", "bf16", "fp32"))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     overview: bool = option(True, "also draw 10 random training images per class")
@@ -42,8 +43,7 @@ def main() -> None:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
     device = resolve_device(ex.device)
-    precision = ("bf16" if device.type == "cuda" else "fp32") if ex.precision == "auto" \
-        else ex.precision
+    precision = auto_precision(device) if ex.precision == "auto" else ex.precision
     model, blob = load_checkpoint(run_dir / CHECKPOINT, device)
     find_layer(model, ex.layer)
     doc = read_json(run_dir / ERRORS, "errors file")

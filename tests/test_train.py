@@ -90,8 +90,9 @@ def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained_run, lear
     blob = torch.load(trained_run / "model.pt", weights_only=True)
     assert blob["arch"] == "resnet18-cifar" and blob["test"]["count"] == 60
     model, _ = load_checkpoint(trained_run / "model.pt")
+    precision = json.loads((trained_run / "metrics.json").read_text())["precision"]
     images, labels = load_all(beton_path(learnable_data, "test"), CPU)
-    logits = predict(model, images, batch_size=32, tta=True)
+    logits = predict(model, images, batch_size=32, tta=True, precision=precision)
     recomputed = find_errors(logits, labels, torch.arange(60))
     saved = json.loads((trained_run / "errors.json").read_text())["errors"]
     assert [(e["index"], e["predicted"]) for e in recomputed] == \
