@@ -81,6 +81,7 @@ def write_records(out_dir: Path, suite: str, info: dict, records: list[dict]) ->
 
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table."""
-    fmt = [[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    fmt = [[(f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}") if isinstance(v, float) else str(v)
+            for v in r] for r in rows]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in fmt])

@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks import bench_gradcam, bench_loader, bench_train  # noqa: E402
-from benchmarks.common import RESULTS, ROOT, device_info, slug, write_records  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, device_info, slug, table, write_records  # noqa: E402
 from ffcv_resnet.config import DataConfig, option, parse  # noqa: E402
 from ffcv_resnet.errors import UserError, atomic_write_bytes, cli  # noqa: E402
 from ffcv_resnet.timing import resolve_device  # noqa: E402
 
-SUITES = ("loader", "gradcam", "train", "epoch", "startup")
+SUITES = ("prepare", "loader", "gradcam", "train", "epoch", "startup")
 SIZES = {  # (cpu, cuda)
     "batch_size": (64, 512), "loader_images": (4096, 50_000), "epoch_images": (512, 50_000),
     "gradcam_images": (64, 600), "gradcam_single": (8, 100), "steps": (2, 20), "repeats": (2, 3),
@@ -29,7 +29,8 @@ SIZES = {  # (cpu, cuda)
 @dataclass
 class BenchConfig:
     """Benchmarks"""
-    suites: str = option(",".join(SUITES), "comma-separated subset of " + ",".join(SUITES))
+    suites: str = option(",".join(SUITES), "comma-separated subset of " + ",".join(SUITES) +
+                         " (prepare runs only when --data.source is given)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     compile_modes: str = option("auto", "compile modes for the step ablation (auto: none on the "
                                 "CPU; default,max-autotune-no-cudagraphs,reduce-overhead on CUDA)")
@@ -45,6 +46,25 @@ def sizes(device: torch.device, scale: float) -> dict:
     for name in ("loader_images", "epoch_images", "gradcam_images", "gradcam_single", "steps"):
         out[name] = max(1, int(out[name] * scale))
     return out
+
+
+def prepare_times(source: str) -> tuple[list[dict], str]:
+    """Converting `source` to betons from scratch, then the rerun that finds them up to date."""
+    import time
+    from ffcv_resnet.betons import prepare
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("first run", "rerun"):
+            start = time.perf_counter()
+            meta = prepare(Path(tmp), source, log=lambda *_: None)
+            seconds = time.perf_counter() - start
+            records.append({"benchmark": "prepare", "name": name, "seconds": seconds,
+                            "source_kind": meta["source"]["kind"], "counts": meta["counts"],
+                            "timed": "ffcv_resnet.betons.prepare: read + check the source, write "
+                                     "both betons (first run); the up-to-date check (rerun)"})
+            print(f"  prepare {name}: {seconds:.2f} s", flush=True)
+    md = table(["prepare_data", "seconds"], [[r["name"], r["seconds"]] for r in records])
+    return records, md + f"\n\nSource: {records[0]['source_kind']}, {records[0]['counts']}."
 
 
 def startup(data_dir: Path, device: torch.device, s: dict) -> tuple[list[dict], str]:
@@ -93,7 +113,10 @@ def main() -> None:
     info = device_info(device)
     print(f"benchmarks on {info['device']} (torch {info['torch']}), sizes {s}")
     sections = []
+    if "prepare" in chosen and not cfg["data"].source:
+        chosen.remove("prepare")  # needs a source to convert
     runners = {
+        "prepare": lambda: prepare_times(cfg["data"].source),
         "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
                                            s["repeats"], cfg["data"].workers),
         "gradcam": lambda: bench_gradcam.run(device, s["gradcam_images"], s["gradcam_single"],
