@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_script
 from ffcv_resnet.errors import UserError
-from ffcv_resnet.gradcam import grad_cam
+from ffcv_resnet import grad_cam  # the package-level API
 from ffcv_resnet.model import resnet18
 
 
