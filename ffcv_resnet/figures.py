@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .errors import atomic_write_bytes  # noqa: E402
 
@@ -30,7 +31,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot([h["epoch"] for h in evaluated], [h[f"test_{key}"] for h in evaluated], "s-",
                 label="test")
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=title, xlabel="epoch", yscale="log" if key == "loss" else "linear")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     save(fig, path)

@@ -161,3 +161,24 @@ def train_one_epoch(step: Step, batches, augment, device: torch.device,
     loss_sum, correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "train_seconds": t.seconds, "train_images": seen}
+
+
+def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: bool = False,
+        on_epoch=None) -> tuple[list[dict], torch.Tensor, dict]:
+    """The epoch loop: train, evaluate when due (always after the last epoch), report each epoch.
+
+    `evaluate()` returns (logits, metrics); returns (history, last logits, last metrics).
+    """
+    cfg, history = step.cfg, []
+    for epoch in range(1, cfg.epochs + 1):
+        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress)}
+        h["lr"] = step.scheduler.get_last_lr()[0]
+        h["images_per_second"] = h["train_images"] / h["train_seconds"]
+        if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
+            with Stopwatch(device) as t:
+                logits, m = evaluate()
+            h.update(test_loss=m["loss"], test_accuracy=m["accuracy"], eval_seconds=t.seconds)
+        history.append(h)
+        if on_epoch is not None:
+            on_epoch(history)
+    return history, logits, m
