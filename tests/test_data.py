@@ -207,3 +207,10 @@ def test_prepare_cli_reports_bad_input_in_one_line(tmp_path, sources):
             continue
         assert r.returncode != 0 and message in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_up_to_date_check_stays_light():
+    # a rerun of prepare_data.py must return at once: its modules must not pull in torch or ffcv
+    r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.betons, "
+                   "ffcv_resnet.config; print('torch' in sys.modules, 'ffcv' in sys.modules)")
+    assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stderr
