@@ -98,6 +98,8 @@ class Step:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns (summed loss, correct count) as device tensors (no sync)."""
+        x = x.contiguous(memory_format=torch.channels_last if self.cfg.channels_last
+                         else torch.contiguous_format)  # the model's format (a no-op if it is)
         with autocast(x.device, self.cfg.precision):
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
@@ -127,7 +129,8 @@ def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> floa
     Returns the seconds spent, reported apart from training time.
     """
     saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(step.optimizer.state_dict()),
-             copy.deepcopy(step.scheduler.state_dict()))
+             copy.deepcopy(step.scheduler.state_dict()),
+             step.scaler.state_dict() if step.scaler is not None else None)
     bs = step.cfg.batch_size
     x = torch.rand(bs, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)
@@ -138,6 +141,8 @@ def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> floa
     model.load_state_dict(saved[0])
     step.optimizer.load_state_dict(saved[1])
     step.scheduler.load_state_dict(saved[2])
+    if step.scaler is not None:
+        step.scaler.load_state_dict(saved[3])
     return t.seconds
 
 

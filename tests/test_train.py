@@ -55,6 +55,20 @@ def test_schedule_is_triangular_and_weight_decay_skips_norms_and_biases():
     assert decay["weight_decay"] == cfg.weight_decay and all(p.ndim > 1 for p in decay["params"])
 
 
+def test_step_feeds_the_model_inputs_in_its_memory_format():
+    seen = []
+    for channels_last in (True, False):
+        cfg = TrainConfig(batch_size=2, precision="fp32", compile="off",
+                          channels_last=channels_last)
+        model = resnet18()
+        model.conv1.register_forward_pre_hook(lambda _m, args: seen.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)))
+        step = make_step(model, model, cfg, CPU, steps_per_epoch=1)
+        x = torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        step(x, torch.tensor([0, 1]))
+    assert seen == [True, False]
+
+
 def test_warm_up_restores_weights_and_optimiser_exactly():
     cfg = TrainConfig(batch_size=4, precision="fp32", compile="off")
     model = resnet18()
