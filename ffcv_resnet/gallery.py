@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from .errors import atomic_write_bytes
-from .figures import plt, save
+from .figures import plt
 
 SCALE = 3  # pixels per CIFAR pixel in a tile
 
@@ -127,6 +127,3 @@ def confusion_from_errors(e: Explained, class_counts: list[int]) -> np.ndarray:
     m[np.diag_indices(k)] = np.asarray(class_counts) - m.sum(1)
     return m
 
-
-__all__ = ["Explained", "write_gallery", "write_manifest", "write_report", "save",
-           "confusion_from_errors"]
