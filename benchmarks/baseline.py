@@ -4,6 +4,7 @@ DataLoader with worker processes, feeding an fp32, eager, contiguous model (the 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +12,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ffcv_resnet.betons import beton_path, check_beton
+from ffcv_resnet.loaders import load_all, subset_indices
 from ffcv_resnet.model import MEAN, STD
 
 
@@ -39,6 +42,21 @@ def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
     return DataLoader(InMemoryCifar(images, labels, usual_transform()), batch_size=batch_size,
                       shuffle=True, drop_last=True, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=True)
+
+
+def training_subset(data_dir: Path, images: int) -> tuple[Path, np.ndarray | None]:
+    """The train beton and a fixed subset of `images` of it (None: all) for a benchmark."""
+    path = beton_path(data_dir, "train")
+    n = check_beton(path)
+    return path, subset_indices(n, images) if images < n else None
+
+
+def usual_loader_for(path: Path, indices, batch_size: int, device: torch.device,
+                     workers: int = 0) -> DataLoader:
+    """The usual pipeline over the same images as the engine's paths (held in host memory)."""
+    images, labels = load_all(path, torch.device("cpu"), indices=indices)
+    return usual_loader(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), batch_size, device,
+                        workers)
 
 
 class UsualBatches:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.baseline import UsualBatches, usual_loader
+from benchmarks.baseline import UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
 from ffcv_resnet.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.betons import beton_path, check_beton
-from ffcv_resnet.loaders import FfcvBatches, ResidentBatches, load_all, subset_indices
+from ffcv_resnet.loaders import FfcvBatches, ResidentBatches
 
 
 def _drain(batches, augment=None) -> int:
@@ -25,15 +24,11 @@ def _drain(batches, augment=None) -> int:
 
 def run(data_dir: Path, device: torch.device, batch_size: int, images: int, repeats: int,
         workers: int = 0) -> tuple[list[dict], str]:
-    path = beton_path(data_dir, "train")
-    n = check_beton(path)
-    idx = subset_indices(n, images) if images < n else None
+    path, idx = training_subset(data_dir, images)
     augment = BatchAugment(AugmentConfig(), device)
     ffcv = FfcvBatches(path, batch_size, device, indices=idx, workers=workers)
     resident = ResidentBatches(path, batch_size, device, indices=idx)
-    host_x, host_y = load_all(path, torch.device("cpu"), indices=idx)
-    usual = usual_loader(host_x.permute(0, 2, 3, 1).numpy(), host_y.numpy(), batch_size, device,
-                         workers)
+    usual = usual_loader_for(path, idx, batch_size, device, workers)
     cases = [
         ("ffcv", "FFCV Loader alone (uint8 batches on the device)", lambda: _drain(ffcv)),
         ("ffcv+augment", "FFCV Loader + batched augmentation on the device",

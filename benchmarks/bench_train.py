@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.baseline import Unnormalised, UsualBatches, usual_loader
+from benchmarks.baseline import Unnormalised, UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
 from ffcv_resnet import train as T
 from ffcv_resnet.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.betons import beton_path, check_beton
-from ffcv_resnet.loaders import FfcvBatches, ResidentBatches, load_all, subset_indices
+from ffcv_resnet.loaders import FfcvBatches, ResidentBatches
 from ffcv_resnet.model import resnet18
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (FLOP/s), by device-name fragment.
@@ -108,15 +107,11 @@ def _epoch(step, batches, prepare) -> int:
 def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: int,
                repeats: int, workers: int = 0) -> tuple[list[dict], str]:
     """Seconds per training epoch for each data path with the engine, and for the usual way."""
-    path = beton_path(data_dir, "train")
-    n = check_beton(path)
-    idx = subset_indices(n, images) if images < n else None
+    path, idx = training_subset(data_dir, images)
     engine = T.resolved(T.TrainConfig(batch_size=batch_size), device)
     usual_cfg = dataclasses.replace(engine, precision="fp32", channels_last=False, compile="off")
     augment = BatchAugment(AugmentConfig(), device)
-    host_x, host_y = load_all(path, torch.device("cpu"), indices=idx)
-    usual = usual_loader(host_x.permute(0, 2, 3, 1).numpy(), host_y.numpy(), batch_size,
-                         device, workers)
+    usual = usual_loader_for(path, idx, batch_size, device, workers)
     paths = [
         ("usual: torchvision DataLoader, fp32, eager", usual_cfg, lambda: UsualBatches(usual,
                                                                                         device),

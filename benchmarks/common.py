@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -19,20 +18,12 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from ffcv_resnet.errors import atomic_write_bytes  # noqa: E402
-from ffcv_resnet.timing import sync  # noqa: E402
+from ffcv_resnet.timing import device_name, sync  # noqa: E402
 
 
 def device_info(device: torch.device) -> dict:
     """What a figure was measured on: device name, torch and CUDA versions, date, git sha."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU {platform.machine()} x{torch.get_num_threads()} threads"
-        try:
-            model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-            name = f"{model.group(1).strip()} ({torch.get_num_threads()} threads)"
-        except (OSError, AttributeError):
-            pass
+    name = device_name(device)
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True).stdout.strip()

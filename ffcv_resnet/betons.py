@@ -98,13 +98,15 @@ def betons_complete(data_dir: Path, meta: dict) -> bool:
         return False
 
 
-def load_split_counts(data_dir: Path) -> dict[str, int]:
-    """Check both betons against their metadata before loading: {"train": n, "test": n}."""
+def checked_metadata(data_dir: Path) -> dict:
+    """The betons' metadata, after checking both betons against its counts (before loading)."""
     meta = read_metadata(data_dir)
     if meta is None:
         raise DataError(f"{data_dir}: no {METADATA}; run scripts/prepare_data.py --data.dir "
                         f"{data_dir}")
-    return {s: check_beton(beton_path(data_dir, s), meta["counts"][s]) for s in SPLITS}
+    for s in SPLITS:
+        check_beton(beton_path(data_dir, s), meta["counts"][s])
+    return meta
 
 
 def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int = 0,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .augment import to_float
-from .betons import beton_path, load_split_counts, read_metadata
+from .betons import beton_path, checked_metadata
 from .errors import UserError
 from .evaluate import predict
 from .gallery import Explained
@@ -16,9 +16,10 @@ from .gradcam import grad_cam
 from .loaders import load_all
 
 
-def check_data_matches(run_test: dict, data_dir: Path) -> None:
-    """The test beton in `data_dir` is the one the run was evaluated on, or a UserError."""
-    counts, meta = load_split_counts(data_dir), read_metadata(data_dir)
+def check_data_matches(run_test: dict, data_dir: Path) -> dict:
+    """The betons' metadata, if the test beton in `data_dir` is the run's; else a UserError."""
+    meta = checked_metadata(data_dir)
+    counts = meta["counts"]
     if meta["source"]["fingerprint"] != run_test["fingerprint"]:
         raise UserError(f"{data_dir}: test beton does not match the run (made from another "
                         f"source: {meta['source']['path']})")
@@ -27,11 +28,14 @@ def check_data_matches(run_test: dict, data_dir: Path) -> None:
     if expected != run_test["count"] or (subset and max(subset) >= counts["test"]):
         raise UserError(f"{data_dir}: test beton does not match the run ({counts['test']} "
                         f"images; the run was evaluated on {run_test['count']})")
+    return meta
 
 
 def load_error_images(data_dir: Path, errors: list[dict], device: torch.device) -> torch.Tensor:
     """Only the misclassified test images (uint8, in `errors` order), labels checked."""
     idx = [e["index"] for e in errors]
+    if not idx:  # a run without errors: nothing to load
+        return torch.zeros(0, 3, 32, 32, dtype=torch.uint8, device=device)
     images, labels = load_all(beton_path(data_dir, "test"), device, indices=idx)
     if labels.tolist() != [e["true"] for e in errors]:
         raise UserError(f"{data_dir}: test beton does not match the run (labels differ)")
@@ -45,6 +49,11 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[dict], layer: s
     Both maps of a batch come from one forward and one backward over [images; images].
     """
     n = len(errors)
+    if n == 0:
+        none = np.zeros(0, dtype=np.int64)
+        return Explained(none, none, none, np.zeros(0), np.zeros(0),
+                         np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32)),
+                         np.zeros((0, 32, 32)), np.zeros(0, bool), np.zeros(0, bool))
     pred = torch.tensor([e["predicted"] for e in errors], device=images.device)
     true = torch.tensor([e["true"] for e in errors], device=images.device)
     x = to_float(images)
@@ -57,11 +66,10 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[dict], layer: s
         maps.append(res.maps.view(2, -1, *res.maps.shape[1:]))
         empty.append(res.empty.view(2, -1))
     probs = predict(model, images, batch_size=batch_size, precision=precision,
-                    tta=tta).softmax(1) if n else torch.zeros(0, 1)
-    maps = torch.cat(maps, 1).cpu().numpy() if n else np.zeros((2, 0, 32, 32))
-    empty = torch.cat(empty, 1).cpu().numpy() if n else np.zeros((2, 0), bool)
-    p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy() if n else np.zeros(0)
-    p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy() if n else np.zeros(0)
+                    tta=tta).softmax(1)
+    maps, empty = torch.cat(maps, 1).cpu().numpy(), torch.cat(empty, 1).cpu().numpy()
+    p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy()
+    p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy()
     order = np.argsort(-p_pred, kind="stable")
     return Explained(index=np.array([e["index"] for e in errors], dtype=np.int64)[order],
                      true=true.cpu().numpy()[order], predicted=pred.cpu().numpy()[order],
@@ -71,9 +79,9 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[dict], layer: s
                      pred_empty=empty[0][order], true_empty=empty[1][order])
 
 
-def overview_images(data_dir: Path, classes: list[str], per_class: int = 10, seed: int = 0):
-    """Enough random training images to show `per_class` of each class: (images NHWC, labels)."""
-    n = load_split_counts(data_dir)["train"]
+def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int = 10,
+                    seed: int = 0):
+    """Enough random training images (of `n`) to show `per_class` of each class: NHWC, labels."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, min(n, per_class * len(classes) * 6), replace=False))
     images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"), indices=idx)

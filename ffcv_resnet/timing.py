@@ -29,6 +29,22 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
+def device_name(device: torch.device) -> str:
+    """What a figure was measured on: the GPU's name, or the CPU's model and thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    import re
+    from pathlib import Path
+    name = platform.processor() or platform.machine()
+    try:
+        name = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
+    except (OSError, AttributeError):
+        pass
+    return f"{name.strip()} ({torch.get_num_threads()} threads)"
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
     from .errors import UserError

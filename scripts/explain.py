@@ -49,7 +49,7 @@ def main() -> None:
     doc = read_json(run_dir / ERRORS, "errors file")
     if doc.get("test") != blob["test"]:
         raise UserError(f"{run_dir}: {ERRORS} and {CHECKPOINT} come from different runs")
-    check_data_matches(blob["test"], data_dir)
+    train_count = check_data_matches(blob["test"], data_dir)["counts"]["train"]
     classes, errors = blob["classes"], doc["errors"]
     images = load_error_images(data_dir, errors, device)
     explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision)  # warm-up
@@ -64,7 +64,7 @@ def main() -> None:
         plot_summary(confusion_from_errors(e, blob["test"]["class_counts"]), classes,
                      run_dir / "summary.png")
         if ex.overview:
-            plot_overview(*overview_images(data_dir, classes), classes, run_dir / "overview.png")
+            plot_overview(*overview_images(data_dir, classes, train_count), classes, run_dir / "overview.png")
         summary = (f"{len(errors)} errors of {blob['test']['count']} test images; Grad-CAM at "
                    f"{ex.layer}; {int(e.pred_empty.sum())} empty predicted-class maps")
         write_report(run_dir, pages, summary)

@@ -1,5 +1,4 @@
 """Train the CIFAR ResNet-18 on the betons: bf16, channels_last, torch.compile; writes a run folder."""
-import platform
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch  # noqa: E402
 
 from ffcv_resnet import train as T  # noqa: E402
 from ffcv_resnet.augment import AugmentConfig, BatchAugment  # noqa: E402
-from ffcv_resnet.betons import beton_path, load_split_counts, read_metadata  # noqa: E402
+from ffcv_resnet.betons import beton_path, checked_metadata  # noqa: E402
 from ffcv_resnet.config import DataConfig, as_dict, parse  # noqa: E402
 from ffcv_resnet.errors import cli  # noqa: E402
 from ffcv_resnet.evaluate import find_errors, metrics, predict  # noqa: E402
@@ -20,7 +19,7 @@ from ffcv_resnet.loaders import load_all, subset_indices, train_batches  # noqa:
 from ffcv_resnet.model import resnet18, summary  # noqa: E402
 from ffcv_resnet.run import (CHECKPOINT, CONFIG, CURVES, ERRORS, HISTORY, METRICS,  # noqa: E402
                              RunConfig, save_checkpoint, write_history, write_json, write_yaml)
-from ffcv_resnet.timing import resolve_device  # noqa: E402
+from ffcv_resnet.timing import device_name, resolve_device  # noqa: E402
 
 HEADER = f"{'epoch':>5} {'lr':>7} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} " \
          f"{'test_acc':>8} {'seconds':>7} {'img/s':>8}"
@@ -37,7 +36,8 @@ def row(h: dict) -> str:
 def load_data(cfg: dict, device: torch.device) -> SimpleNamespace:
     """Checked betons -> training batches (either path) and the test split on the device."""
     data, tc, data_dir = cfg["data"], cfg["training"], Path(cfg["data"].dir)
-    counts, meta = load_split_counts(data_dir), read_metadata(data_dir)
+    meta = checked_metadata(data_dir)
+    counts = meta["counts"]
     train_idx = subset_indices(counts["train"], data.train_subset, tc.seed)
     test_idx = subset_indices(counts["test"], data.test_subset, 0)
     batches = train_batches(data.loader, beton_path(data_dir, "train"), tc.batch_size, device,
@@ -71,12 +71,6 @@ def write_outputs(run_dir: Path, model, d: SimpleNamespace, history, logits, m, 
               "data_source": d.meta["source"]["kind"], **extra}
     write_json(run_dir / METRICS, result)
     return result
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 @cli

@@ -147,3 +147,15 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     for result, message in cases:
         assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
         assert "Traceback" not in result.stderr
+
+
+def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
+    from ffcv_resnet.explain import explain, load_error_images
+    from ffcv_resnet.gallery import write_gallery, write_manifest
+    from ffcv_resnet.sources import CLASSES
+    images = load_error_images(learnable_data, [], torch.device("cpu"))
+    e = explain(resnet18().eval(), images, [], "layer3", batch_size=8)
+    assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.pred_maps.shape == (0, 32, 32)
+    assert write_gallery(e, list(CLASSES), tmp_path / "gallery", 4, progress=False) == []
+    write_manifest(e, list(CLASSES), tmp_path / "manifest.csv", 4)
+    assert (tmp_path / "manifest.csv").read_text().count("\n") == 1  # the header alone
