@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import statistics
 import subprocess
@@ -17,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
-from ffcv_resnet.errors import atomic_write_bytes  # noqa: E402
+from ffcv_resnet.records import write_json  # noqa: E402
 from ffcv_resnet.timing import device_name, sync  # noqa: E402
 
 
@@ -66,7 +65,7 @@ def write_records(out_dir: Path, suite: str, info: dict, records: list[dict]) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{suite}-{slug(info)}.json"
     full = [{"suite": suite, **info, **r} for r in records]
-    atomic_write_bytes(path, (json.dumps(full, indent=1) + "\n").encode())
+    write_json(path, full)  # strict JSON: a NaN measurement is an error, not a record
     return path
 
 

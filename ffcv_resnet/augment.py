@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import option
+from .config import option, require_range
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # cutout fills with the mean: zero after normalisation
 
@@ -22,6 +22,10 @@ class AugmentConfig:
     pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
     flip: bool = option(True, "random horizontal flip")
     cutout: int = option(8, "side of the cutout square (0: off)")
+
+    def validate(self, prefix: str) -> None:
+        require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
+        require_range(prefix, self, "cutout", 0, 32)
 
 
 @dataclass
@@ -92,10 +96,16 @@ class BatchAugment:
     """uint8 batch -> augmented float batch in [0, 1], channels_last, reproducible from a seed."""
 
     def __init__(self, cfg: AugmentConfig, device: torch.device, seed: int = 0):
-        if cfg.pad < 0 or cfg.cutout < 0 or cfg.cutout > 32:
-            raise ValueError(f"bad augmentation settings {cfg}")
+        cfg.validate("augment")
         self.cfg = cfg
         self.generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        """The generator's state: a resumed run draws what the uninterrupted one would have."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = to_float(images)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,24 @@ from .errors import UserError
 
 class ConfigError(UserError):
     """A bad option, value or config file."""
+
+
+def require(ok: bool, option: str, value: Any, expected: str) -> None:
+    """ConfigError 'bad value V for --OPTION (expected ...)' unless `ok`."""
+    if not ok:
+        raise ConfigError(f"bad value {value!r} for --{option} (expected {expected})")
+
+
+def require_range(prefix: str, obj: Any, name: str, low: float, high: float = math.inf,
+                  high_open: bool = False, low_open: bool = False) -> None:
+    """The field `name` of `obj` is a finite number in [low, high] (ends open when asked)."""
+    v = getattr(obj, name)
+    ok = math.isfinite(v) and (v > low if low_open else v >= low) and (
+        v < high if high_open else v <= high)
+    lo = f"> {low}" if low_open else f">= {low}"
+    hi = "" if high == math.inf else f" and {'<' if high_open else '<='} {high}"
+    kind = "an integer" if isinstance(v, int) else "a finite number"
+    require(ok, f"{prefix}.{name}", v, f"{kind} {lo}{hi}")
 
 
 def option(default: Any, desc: str, choices: Sequence[str] | None = None) -> Any:
@@ -54,6 +73,13 @@ class _Strict(Checker):
         if self.choices:
             return "one of " + "|".join(self.choices)
         return {bool: "true|false", int: "int", float: "float"}.get(self.kind, "str")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (ConfigError) instead of usage text."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (--help lists every option)")
 
 
 def _declare(sections: dict[str, type]) -> Config:
@@ -92,11 +118,19 @@ def _read_yaml(path: str, known: set[str]) -> dict[str, Any]:
     return flat
 
 
+def flatten(tree: dict[str, dict]) -> dict[str, Any]:
+    """{section: {name: value}} -> {"section.name": value}."""
+    return _flatten(tree)
+
+
 def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
-          description: str = "") -> dict[str, Any]:
-    """Command line (+ YAML files given with -C) -> {section: dataclass instance}."""
+          description: str = "", base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Command line (+ YAML files given with -C) -> {section: dataclass instance}.
+
+    `base` ({"section.name": value}) comes first: YAML files and the command line override it.
+    """
     config = _declare(sections)
-    parser = argparse.ArgumentParser(description=description,
+    parser = _Parser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-C", "--config-file", action="append", default=[],
                         help="YAML recipe (repeatable; later files and the command line win)")
@@ -106,6 +140,8 @@ def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
                             help=f"{param.desc} (default: {param.default!r})")
     args = vars(parser.parse_args(argv))  # unknown options: argparse exits with status 2
     known = {".".join(p) for p in config.entries}
+    if base:
+        config.collect({k: v for k, v in base.items() if k in known})
     for path in args.pop("config_file"):
         config.collect(_read_yaml(path, known))
     config.collect({k: v for k, v in args.items() if v is not None})
@@ -114,8 +150,12 @@ def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
         path = next(iter(errors))
         raise ConfigError(f"bad value {config.content.get(path)!r} for --{'.'.join(path)} "
                           f"(expected {config.entries[path].checker.help()})")
-    return {name: cls(**{f.name: config[(name, f.name)] for f in dataclasses.fields(cls)})
-            for name, cls in sections.items()}
+    parsed = {name: cls(**{f.name: config[(name, f.name)] for f in dataclasses.fields(cls)})
+              for name, cls in sections.items()}
+    for name, value in parsed.items():  # ranges and cross-checks, before any work is done
+        if hasattr(value, "validate"):
+            value.validate(name)
+    return parsed
 
 
 @dataclasses.dataclass
@@ -132,6 +172,11 @@ class DataConfig:
     os_cache: bool = option(True, "let FFCV read the beton through the OS page cache")
     train_subset: int = option(0, "train on a fixed random subset of this many images (0: all)")
     test_subset: int = option(0, "evaluate on a fixed random subset of this many (0: all)")
+
+    def validate(self, prefix: str) -> None:
+        require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
+        for name in ("workers", "train_subset", "test_subset"):
+            require_range(prefix, self, name, 0)
 
 
 def as_dict(parsed: dict[str, Any]) -> dict[str, dict]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -12,13 +13,35 @@ from typing import Callable
 class UserError(Exception):
     """A problem with the user's input (data, config, run folder), reported as one line."""
 
+    exit_code = 2
+
 
 class DataError(UserError):
     """Missing, corrupt or malformed data: a source, a beton, a subset."""
 
 
+class TrainingFailed(UserError):
+    """Training ran but did not succeed (a NaN or inf loss or weights): exit status 3."""
+
+    exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what `kill`, `timeout` and schedulers send), handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Interrupted()
+
+
+def handle_sigterm() -> None:
+    """From now on SIGTERM stops this process as Ctrl-C does (finally blocks run, exit 143)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def cli(main: Callable[[], object]) -> Callable[[], None]:
-    """Wrap a script's main: UserError -> 'error: ...' on stderr, exit status 2."""
+    """Wrap a script's main: UserError -> 'error: ...' on stderr and its exit status (2, or 3
+    for a failed run); Ctrl-C -> 130, SIGTERM (once `handle_sigterm()`) -> 143; one line each."""
 
     @functools.wraps(main)
     def wrapper() -> None:
@@ -26,10 +49,11 @@ def cli(main: Callable[[], object]) -> Callable[[], None]:
             main()
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt as e:
+            term = isinstance(e, Interrupted)
+            print(f"interrupted ({'SIGTERM' if term else 'Ctrl-C'})", file=sys.stderr)
+            sys.exit(143 if term else 130)
 
     return wrapper
 

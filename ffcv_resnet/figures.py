@@ -14,15 +14,31 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import atomic_write_bytes  # noqa: E402
 
 
-def save(fig, path: Path, dpi: int = 110) -> None:
-    """Render to PNG and write it atomically."""
+def png_bytes(fig, run_id: str | None = None, dpi: int = 110) -> bytes:
+    """Render a figure to PNG (closing it), with the run id as a text chunk when given."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
+                metadata={"run_id": run_id} if run_id else None)
     plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def png_run_id(path: Path) -> str | None:
+    """The run id a PNG of ours carries (None when it has none or is unreadable)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.text.get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def save(fig, path: Path, run_id: str | None = None, dpi: int = 110) -> None:
+    """Render to PNG and write it atomically."""
+    atomic_write_bytes(Path(path), png_bytes(fig, run_id, dpi))
+
+
+def plot_curves(history: list[dict], path: Path, run_id: str | None = None) -> None:
     """Accuracy and loss per epoch, train and test, as in the seed's plot."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [h["epoch"] for h in history]
@@ -35,10 +51,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    save(fig, path)
+    save(fig, path, run_id)
 
 
-def plot_summary(confusion: np.ndarray, classes: list[str], path: Path) -> None:
+def plot_summary(confusion: np.ndarray, classes: list[str], path: Path,
+                 run_id: str | None = None) -> None:
     """Confusion matrix (rows true, columns predicted) and errors per true class."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
     im = ax1.imshow(confusion, cmap="Blues")
@@ -56,11 +73,11 @@ def plot_summary(confusion: np.ndarray, classes: list[str], path: Path) -> None:
     ax2.set(title=f"Errors per true class ({errors.sum()} in all)", xlabel="errors")
     for y, v in enumerate(errors):
         ax2.text(v, y, f" {v}", va="center")
-    save(fig, path)
+    save(fig, path, run_id)
 
 
 def plot_overview(images: np.ndarray, labels: np.ndarray, classes: list[str], path: Path,
-                  per_class: int = 10, seed: int = 0) -> None:
+                  per_class: int = 10, seed: int = 0, run_id: str | None = None) -> None:
     """`per_class` random training images of each class, one row per class."""
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class, len(classes) * 1.05))
@@ -74,4 +91,4 @@ def plot_overview(images: np.ndarray, labels: np.ndarray, classes: list[str], pa
         row[0].text(-0.15, 0.5, classes[c], transform=row[0].transAxes, ha="right",
                     va="center", fontsize=9)
     fig.suptitle("CIFAR-10 training images, 10 random per class")
-    save(fig, path)
+    save(fig, path, run_id)

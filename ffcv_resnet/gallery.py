@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from .errors import atomic_write_bytes
-from .figures import plt
+from .figures import png_bytes, plt
 
 SCALE = 3  # pixels per CIFAR pixel in a tile
 
@@ -50,7 +50,7 @@ def tile(e: Explained, i: int) -> np.ndarray:
 
 
 def render_page(e: Explained, rows: range, classes: list[str], title: str,
-                cols: int = 4) -> bytes:
+                cols: int = 4, run_id: str | None = None) -> bytes:
     """One gallery page as PNG bytes: a grid of tiles, each captioned true -> predicted."""
     n_rows = math.ceil(len(rows) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 3.3, n_rows * 1.55 + 0.6),
@@ -64,14 +64,11 @@ def render_page(e: Explained, rows: range, classes: list[str], title: str,
                      f"p(pred)={e.p_pred[i]:.2f} p(true)={e.p_true[i]:.2f}{flags}", fontsize=8)
     fig.suptitle(f"{title}\ntile: image | Grad-CAM of the predicted class | of the true class"
                  "   (∅: that map was flat after the ReLU, shown as zeros)", fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, run_id, dpi=90)
 
 
 def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: int,
-                  progress: bool = True) -> list[Path]:
+                  progress: bool = True, run_id: str | None = None) -> list[Path]:
     """Every error across pages in `out_dir` (replaced whole, never half-written)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -85,7 +82,8 @@ def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: in
     for p, start in enumerate(starts, 1):
         rows = range(start, min(start + page_size, len(e.index)))
         title = f"Test errors {start + 1}-{rows[-1] + 1} of {len(e.index)}, most confident first"
-        (tmp / f"page-{p:03d}.png").write_bytes(render_page(e, rows, classes, title))
+        (tmp / f"page-{p:03d}.png").write_bytes(render_page(e, rows, classes, title,
+                                                            run_id=run_id))
     old = out_dir.with_name(f".{out_dir.name}.old")
     if out_dir.exists():
         out_dir.rename(old)
@@ -94,24 +92,26 @@ def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: in
     return sorted(out_dir.glob("page-*.png"))
 
 
-def write_manifest(e: Explained, classes: list[str], path: Path, page_size: int) -> None:
+def write_manifest(e: Explained, classes: list[str], path: Path, page_size: int,
+                   run_id: str = "") -> None:
     """One CSV row per error: where its tile is, and both probabilities and empty-map flags."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["index", "true", "predicted", "true_name", "predicted_name", "p_pred", "p_true",
+    w.writerow(["run_id", "index", "true", "predicted", "true_name", "predicted_name", "p_pred", "p_true",
                 "pred_map_empty", "true_map_empty", "page", "tile"])
     for i in range(len(e.index)):
-        w.writerow([e.index[i], e.true[i], e.predicted[i], classes[e.true[i]],
+        w.writerow([run_id, e.index[i], e.true[i], e.predicted[i], classes[e.true[i]],
                     classes[e.predicted[i]], f"{e.p_pred[i]:.6f}", f"{e.p_true[i]:.6f}",
                     int(e.pred_empty[i]), int(e.true_empty[i]), i // page_size + 1,
                     i % page_size + 1])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
-def write_report(run_dir: Path, pages: list[Path], summary: str) -> None:
+def write_report(run_dir: Path, pages: list[Path], summary: str, run_id: str = "") -> None:
     """report.html: the summary line, the figures and every gallery page, for a browser."""
     imgs = "".join(f'<h3>{p.stem}</h3><img src="{p.relative_to(run_dir)}">' for p in pages)
     doc = (f"<!doctype html><meta charset=utf-8><title>Test errors</title>"
+           f'<meta name="run-id" content="{html.escape(run_id)}">'
            f"<style>body{{font-family:sans-serif}} img{{max-width:100%}}</style>"
            f"<h1>Test errors</h1><p>{html.escape(summary)}</p>"
            f'<img src="summary.png"><img src="curves.png"><img src="overview.png">'

@@ -36,6 +36,10 @@ class Batches(Protocol):
 
     def __len__(self) -> int: ...
 
+    def state_dict(self) -> dict: ...  # where the data order stands, for resuming
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str = "sequential",
                 seed: int = 0, os_cache: bool = True, drop_last: bool = False,
@@ -74,6 +78,13 @@ class FfcvBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def state_dict(self) -> dict:
+        # FFCV draws epoch e's order from seed + e and counts e up on every __iter__
+        return {"next_epoch": self.loader.next_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.next_epoch = int(state["next_epoch"])
+
     def __iter__(self) -> Iterator[Batch]:
         for images, labels in self.loader:
             yield images, labels.long()  # views into FFCV's ring buffer: used before the next
@@ -106,6 +117,12 @@ class ResidentBatches:
 
     def __len__(self) -> int:
         return len(self.labels) // self.batch_size  # drop_last, as the FFCV path
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
     def __iter__(self) -> Iterator[Batch]:
         order = torch.randperm(len(self.labels), device=self.images.device,

@@ -1,83 +1,188 @@
-"""The run folder: resolved config, per-epoch history, metrics, errors, and the eager checkpoint."""
+"""The run folder's life cycle: one run per folder, each file stamped with the run's id.
+
+A run writes config.yaml first (it names the run id), then history.jsonl and last.pt after every
+epoch, then model.pt, errors.json and curves.png, and metrics.json last: a run is complete
+exactly when metrics.json exists. explain.py adds its outputs (EXPLAIN_FILES) with the same id.
+A process holds the folder's lock (.lock) while it trains or explains.
+"""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
-from .config import option
+from .config import ConfigError, option, require, require_range
 from .errors import UserError, atomic_write_bytes
-from .model import ARCH, resnet18
+from .records import dumps
 
-CONFIG, HISTORY, METRICS = "config.yaml", "history.jsonl", "metrics.json"
-CHECKPOINT, ERRORS, CURVES = "model.pt", "errors.json", "curves.png"
+CONFIG, HISTORY, STATE = "config.yaml", "history.jsonl", "last.pt"
+CHECKPOINT, ERRORS, CURVES, METRICS = "model.pt", "errors.json", "curves.png", "metrics.json"
+TRAIN_FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, ERRORS, CURVES, METRICS)
+EXPLAIN_FILES = ("gallery", "manifest.csv", "summary.png", "overview.png", "report.html",
+                 "explain.json")
+LOCK = ".lock"
 
 
 @dataclass
 class RunConfig:
     """Run: the run folder and what is printed"""
-    dir: str = option("runs/main", "run folder: config, history, metrics, checkpoint, errors, "
-                      "figures")
+    dir: str = option("runs/main", "run folder: config, history, checkpoints, metrics, errors, "
+                      "figures; one run per folder")
+    overwrite: bool = option(False, "replace the run already in --run.dir (its files, explain "
+                             "outputs included, are removed first)")
+    resume: bool = option(False, "continue the incomplete run in --run.dir from its last "
+                          "complete epoch (last.pt), with its own recipe")
+    checkpoint_every: int = option(1, "write last.pt, the resume point, every N epochs "
+                                   "(0: never)")
     summary: bool = option(False, "print the model's layer-by-layer summary")
     progress: str = option("auto", "progress bar within epochs (auto: on the CPU)",
                            ("auto", "on", "off"))
 
+    def validate(self, prefix: str) -> None:
+        require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
+        if Path(self.dir).exists() and not Path(self.dir).is_dir():
+            raise ConfigError(f"--{prefix}.dir {self.dir}: exists and is not a folder")
+        require_range(prefix, self, "checkpoint_every", 0)
+        if self.overwrite and self.resume:
+            raise ConfigError(f"--{prefix}.overwrite and --{prefix}.resume exclude each other")
 
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1) + "\n").encode())
+
+def new_run_id() -> str:
+    """Sortable and unique: the start time plus random bits."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def write_yaml(path: Path, obj) -> None:
     atomic_write_bytes(Path(path), yaml.safe_dump(obj, sort_keys=False).encode())
 
 
-def write_history(path: Path, rows: list[dict]) -> None:
-    """All epochs so far, one JSON line each (rewritten whole, atomically, after every epoch)."""
-    atomic_write_bytes(Path(path), "".join(json.dumps(r) + "\n" for r in rows).encode())
+def write_history(path: Path, run_id: str, rows: list[dict]) -> None:
+    """All epochs so far, one strict JSON line each (rewritten whole, atomically, every epoch)."""
+    lines = "".join(dumps({"run_id": run_id, **r}, indent=None) + "\n" for r in rows)
+    atomic_write_bytes(Path(path), lines.encode())
 
 
-def read_json(path: Path, what: str):
+def read_history(path: Path) -> list[dict]:
+    """The rows of history.jsonl ([] when absent); UserError when damaged."""
     try:
-        return json.loads(Path(path).read_text())
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
     except FileNotFoundError:
-        raise UserError(f"{path}: no {what} (did training finish in this run folder?)") from None
+        return []
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable {what} ({e})") from None
+        raise UserError(f"{path}: unreadable history ({e})") from None
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, test: dict, classes: list[str]) -> None:
-    """The eager model's weights plus what explain needs to check it against the test beton."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    blob = {"arch": ARCH, "num_classes": len(classes), "classes": list(classes),
-            "state_dict": state, "test": test}
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+def _is_ours(name: str) -> bool:
+    hidden_temp = name.startswith(".") and name.endswith((".tmp", ".old"))
+    return name in TRAIN_FILES or name in EXPLAIN_FILES or hidden_temp
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run folder's config.yaml without its run id (UserError when missing or damaged)."""
+    path = Path(run_dir) / CONFIG
     try:
-        torch.save(blob, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: no run here ({CONFIG} missing)") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: unreadable run config ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or "run_id" not in doc:
+        raise UserError(f"{path}: not a run config (no run_id)")
+    return {k: v for k, v in doc.items() if k != "run_id"}
 
 
-def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")):
-    """(eager model in eval mode, checkpoint dict); UserError for anything that is not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no checkpoint (train first: scripts/train.py --run.dir "
-                        f"{path.parent})")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: unreadable checkpoint, truncated or corrupt "
-                        f"({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(blob, dict) or blob.get("arch") != ARCH:
-        found = blob.get("arch") if isinstance(blob, dict) else type(blob).__name__
-        raise UserError(f"{path}: checkpoint of another architecture ({found!r}, expected {ARCH})")
-    model = resnet18(blob["num_classes"])
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError) as e:
-        raise UserError(f"{path}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval(), blob
+class RunFolder:
+    """A run folder held under an exclusive lock for as long as this object lives."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path}: exists and is not a folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            raise UserError(f"{self.path}: in use by another process "
+                            f"(pid {self._lock.read().strip() or '?'})") from None
+        self._lock.truncate(0)
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
+    def ours(self) -> list[str]:
+        """Names of run and explain files present (their hidden temporaries included)."""
+        return sorted(n for n in os.listdir(self.path) if _is_ours(n))
+
+    def foreign(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.path) if not _is_ours(n) and n != LOCK)
+
+    def run_id(self) -> str | None:
+        """The id in config.yaml, or None when there is none."""
+        try:
+            doc = yaml.safe_load((self.path / CONFIG).read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return doc.get("run_id") if isinstance(doc, dict) else None
+
+    def complete(self) -> bool:
+        return (self.path / METRICS).is_file()
+
+    def describe(self) -> str:
+        """'run ID (complete)' or 'run ID (incomplete: N epochs done)' for messages."""
+        done = len(read_history(self.path / HISTORY))
+        state = "complete" if self.complete() else \
+            f"incomplete: {done} epoch{'' if done == 1 else 's'} done"
+        return f"run {self.run_id() or '(unknown id)'} ({state})"
+
+    def claim(self, overwrite: bool, resume: bool) -> None:
+        """Check that a run may start here: refuse another run unless overwrite or resume."""
+        foreign, ours = self.foreign(), self.ours()
+        if foreign:
+            raise UserError(f"{self.path}: holds files that are not a run's ({foreign[0]}, ...); "
+                            "choose a new or empty folder")
+        if resume:
+            if not ours:
+                raise UserError(f"{self.path}: no run to resume")
+            if self.complete():
+                raise UserError(f"{self.path}: {self.describe()}: nothing to resume")
+            if not (self.path / STATE).is_file():
+                raise UserError(f"{self.path}: {self.describe()} has no {STATE} to resume from "
+                                "(it stopped before its first checkpoint); --run.overwrite "
+                                "true starts it again")
+            for name in ours:  # what a killed process left half-written
+                if name.startswith("."):
+                    _remove(self.path / name)
+        elif ours and not overwrite:
+            raise UserError(f"{self.path}: holds {self.describe()}; --run.resume true continues "
+                            "it, --run.overwrite true replaces it, or choose another --run.dir")
+
+    def clear(self) -> None:
+        """Remove every run and explain file (the folder and its lock stay)."""
+        for name in self.ours():
+            _remove(self.path / name)
+
+    def start(self, run_id: str, config: dict) -> None:
+        """A new run: remove the old files, then write config.yaml naming `run_id`."""
+        self.clear()
+        write_yaml(self.path / CONFIG, {"run_id": run_id, **config})
+
+    def release(self) -> None:
+        self._lock.close()
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import option
+from .config import option, require, require_range
+from .errors import TrainingFailed
 from .evaluate import auto_precision, autocast
 from .timing import Stopwatch
+
+
+BASE_BATCH = 512  # --training.lr is the peak LR at this batch size; others scale linearly
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -22,8 +29,11 @@ class TrainConfig:
     """Training: recipe, precision, compilation"""
     epochs: int = option(20, "training epochs")
     batch_size: int = option(512, "training batch size")
-    lr: float = option(0.4, "peak learning rate")
-    peak_epoch: float = option(4.0, "epoch at which the triangular LR schedule peaks")
+    lr: float = option(0.4, f"peak learning rate at batch {BASE_BATCH}; the LR used is scaled "
+                       f"linearly with the batch size (lr x batch_size / {BASE_BATCH})")
+    peak_epoch: float = option(4.0, "epoch at which the triangular LR schedule peaks (from 0 "
+                               "to the peak, then down to 0 at the last step); a peak past the "
+                               "middle of the run is moved to the middle")
     momentum: float = option(0.9, "SGD Nesterov momentum")
     weight_decay: float = option(5e-4, "weight decay (not on BatchNorm weights and biases)")
     label_smoothing: float = option(0.1, "label smoothing of the training loss")
@@ -41,6 +51,34 @@ class TrainConfig:
     eval_batch_size: int = option(1000, "evaluation batch size")
     seed: int = option(0, "seed of weights, data order and augmentation")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self, prefix: str) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            require_range(prefix, self, name, 1)
+        require_range(prefix, self, "lr", 0, low_open=True)
+        require_range(prefix, self, "peak_epoch", 0, low_open=True)
+        require_range(prefix, self, "momentum", 0, 1, high_open=True)
+        require_range(prefix, self, "weight_decay", 0)
+        require_range(prefix, self, "label_smoothing", 0, 1, high_open=True)
+        require_range(prefix, self, "eval_every", 0)
+        require_range(prefix, self, "seed", 0, 2**31 - 1)
+        require(bool(DEVICE.fullmatch(self.device)), f"{prefix}.device", self.device,
+                "auto, cpu, cuda or cuda:N")
+        require(bool(self.compile_cache.strip()), f"{prefix}.compile_cache", self.compile_cache,
+                "a folder")
+
+
+def peak_lr(cfg: TrainConfig) -> float:
+    """The peak LR the optimiser uses: --training.lr scaled linearly from batch BASE_BATCH."""
+    return cfg.lr * cfg.batch_size / BASE_BATCH
+
+
+def lr_factor(step: int, total: int, peak: float) -> float:
+    """Fraction of the peak LR used by step `step` (0-based) of `total`: rises linearly to 1 at
+    step `peak` (rounded to a whole step, and moved to the middle of the run when later), then
+    falls linearly to 0 at the last step (a one-step run takes its one step at the peak)."""
+    k, p = step + 1, min(max(1, round(peak)), max(1, total // 2))
+    return k / p if k <= p else max(0.0, (total - k) / max(total - p, 1))
 
 
 def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
@@ -76,15 +114,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum, nesterov=True,
                            fused=device.type == "cuda")
 
 
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """Triangular schedule: linear up to `peak_epoch`, linear down to zero at the end."""
+    """Triangular schedule over every step of the run (see `lr_factor`)."""
     total, peak = cfg.epochs * steps_per_epoch, cfg.peak_epoch * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: float(np.interp(step + 1, [0, peak, total], [0, 1, 0])))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                             lambda step: lr_factor(step, total, peak))
 
 
 @dataclass
@@ -95,6 +133,7 @@ class Step:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler | None
     cfg: TrainConfig
+    last_lr: float = 0.0  # the LR the latest step used (a Python float: reading it is no sync)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns (summed loss, correct count) as device tensors (no sync)."""
@@ -104,6 +143,7 @@ class Step:
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:  # fp16: the scaler's inf check is a host sync
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -114,6 +154,20 @@ class Step:
         if self.scheduler is not None:
             self.scheduler.step()
         return loss.detach() * len(y), (logits.argmax(1) == y).sum()
+
+
+    def state_dict(self) -> dict:
+        """Optimiser (momentum buffers), schedule position and scaler: what resuming needs."""
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def make_step(model: nn.Module, runner: nn.Module, cfg: TrainConfig, device: torch.device,
@@ -128,9 +182,7 @@ def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> floa
 
     Returns the seconds spent, reported apart from training time.
     """
-    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(step.optimizer.state_dict()),
-             copy.deepcopy(step.scheduler.state_dict()),
-             step.scaler.state_dict() if step.scaler is not None else None)
+    saved = copy.deepcopy((model.state_dict(), step.state_dict()))
     bs = step.cfg.batch_size
     x = torch.rand(bs, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)
@@ -139,16 +191,23 @@ def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> floa
             step(x, y)
         eval_fn()
     model.load_state_dict(saved[0])
-    step.optimizer.load_state_dict(saved[1])
-    step.scheduler.load_state_dict(saved[2])
-    if step.scaler is not None:
-        step.scaler.load_state_dict(saved[3])
+    step.load_state_dict(saved[1])
     return t.seconds
+
+
+def all_finite(tensors) -> torch.Tensor:
+    """A device bool: every floating tensor is free of NaN and inf (no sync until read)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool)
 
 
 def train_one_epoch(step: Step, batches, augment, device: torch.device,
                     progress: bool = False) -> dict:
-    """One pass over `batches`; loss and accuracy accumulate on the device, one sync at the end."""
+    """One pass over `batches`; loss and accuracy accumulate on the device, one sync at the end.
+
+    `finite` says whether the loss and every weight and buffer stayed finite: NaN propagates
+    into the summed loss, so checking once per epoch costs no host sync per step.
+    """
     step.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -163,27 +222,42 @@ def train_one_epoch(step: Step, batches, augment, device: torch.device,
             loss_sum += loss
             correct += right
             seen += len(labels)
-    loss_sum, correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
+    weights = [p for g in step.optimizer.param_groups for p in g["params"]]
+    finite = all_finite([loss_sum, *weights, *step.model.buffers()])
+    loss_sum, correct, finite = torch.stack(
+        [loss_sum, correct.float(), finite.float()]).tolist()  # the epoch's one sync
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-            "train_seconds": t.seconds, "train_images": seen}
+            "train_seconds": t.seconds, "train_images": seen, "finite": finite == 1.0}
 
 
 def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: bool = False,
-        on_epoch=None) -> tuple[list[dict], torch.Tensor, dict]:
-    """The epoch loop: train, evaluate when due (always after the last epoch), report each epoch.
+        on_epoch=None, history: list[dict] | None = None) -> tuple[list[dict], torch.Tensor, dict]:
+    """The epoch loop from the epoch after `history`: train, evaluate when due (always after the
+    last epoch), report each epoch through `on_epoch(history)`.
 
     `evaluate()` returns (logits, metrics); returns (history, last logits, last metrics).
+    A NaN or inf loss, weight or test loss raises TrainingFailed naming the epoch.
     """
-    cfg, history = step.cfg, []
-    for epoch in range(1, cfg.epochs + 1):
+    cfg, history = step.cfg, list(history or [])
+    logits = m = None
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress)}
-        h["lr"] = step.scheduler.get_last_lr()[0]
+        if not h.pop("finite"):
+            raise TrainingFailed(f"training diverged in epoch {epoch}: the loss or the weights "
+                                 f"became NaN or inf (peak LR {peak_lr(cfg):.4g})")
+        h["lr"] = step.last_lr  # what the epoch's last step used
         h["images_per_second"] = h["train_images"] / h["train_seconds"]
+        logits = m = None
         if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
             with Stopwatch(device) as t:
                 logits, m = evaluate()
+            if not math.isfinite(m["loss"]):
+                raise TrainingFailed(f"training diverged in epoch {epoch}: the test loss is "
+                                     f"{m['loss']} (peak LR {peak_lr(cfg):.4g})")
             h.update(test_loss=m["loss"], test_accuracy=m["accuracy"], eval_seconds=t.seconds)
         history.append(h)
         if on_epoch is not None:
             on_epoch(history)
+    if logits is None:  # resumed after the last epoch was trained: evaluate it now
+        logits, m = evaluate()
     return history, logits, m

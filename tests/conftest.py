@@ -105,7 +105,7 @@ def learnable_data(tmp_path_factory) -> Path:
     return root / "data"
 
 
-TRAIN_ARGS = ["--training.epochs", "3", "--training.batch_size", "32", "--training.lr", "0.05",
+TRAIN_ARGS = ["--training.epochs", "3", "--training.batch_size", "32", "--training.lr", "0.8",
               "--training.peak_epoch", "1", "--training.eval_batch_size", "32",
               "--run.progress", "off"]
 

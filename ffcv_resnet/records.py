@@ -1,0 +1,134 @@
+"""The run contract as typed records: the test set a run was evaluated on, its metrics and errors.
+
+Every JSON file the project writes goes through `write_json`/`read_json`: strict JSON (a NaN or
+inf is an error, never written), atomically, one-line errors on read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError, atomic_write_bytes
+
+
+def dumps(obj: Any, indent: int | None = 1) -> str:
+    """Strict JSON: ValueError on NaN or inf instead of writing what other readers reject."""
+    return json.dumps(obj, indent=indent, allow_nan=False)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (dumps(obj) + "\n").encode())
+
+
+def _no_constants(word: str):
+    raise ValueError(f"{word} is not JSON")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A strict JSON file, or a one-line UserError naming it."""
+    try:
+        return json.loads(Path(path).read_text(), parse_constant=_no_constants)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {what}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable {what} ({e})") from None
+
+
+def _from_dict(cls, d: Any, where: str):
+    """A dataclass from a dict holding exactly its fields (UserError otherwise)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(d, dict) or set(d) != names:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise UserError(f"{where}: not a {cls.__name__} record (fields {got})")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """What a run was evaluated on: explain checks the test beton against it."""
+    count: int
+    fingerprint: str  # of the source the betons were made from
+    subset: list[int] | None  # test indices of a fixed subset, None for the whole split
+    tta: bool
+    class_counts: list[int]
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "TestSet":
+        return _from_dict(cls, d, where)
+
+
+@dataclass(frozen=True)
+class TestError:
+    """One misclassified test image."""
+    index: int  # in the test split
+    true: int
+    predicted: int
+    confidence: float  # p(predicted)
+
+
+@dataclass(frozen=True)
+class Errors:
+    """errors.json: every test error of a run."""
+    run_id: str
+    classes: list[str]
+    test: TestSet
+    errors: list[TestError]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Errors":
+        e = _from_dict(cls, d, where)
+        rows = [_from_dict(TestError, r, where) for r in e.errors]
+        return dataclasses.replace(e, test=TestSet.from_dict(e.test, where), errors=rows)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One process's share of a run (a resumed run has several)."""
+    first_epoch: int  # the first epoch this process trained
+    last_epoch: int
+    compile_seconds: float
+    wall_seconds: float  # from start-up to its last checkpoint or to the end
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """metrics.json, the last file a run writes: its presence marks the run complete."""
+    run_id: str
+    test_accuracy: float  # a fraction
+    test_loss: float
+    per_class_accuracy: dict[str, float]
+    errors: int
+    epochs: int
+    train_seconds: float  # sum of the epochs' synchronised training times
+    eval_seconds: float
+    compile_seconds: float  # summed over sessions
+    checkpoint_seconds: float
+    total_seconds: float  # summed wall time of every session (time lost to a kill not counted)
+    images_per_second: float
+    train_images: int
+    test_images: int
+    peak_lr: float  # what the optimiser used, after batch scaling
+    device: str
+    torch: str
+    seed: int
+    precision: str
+    compile: str
+    compile_mode: str
+    loader: str
+    data_source: str
+    sessions: list[Session] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Metrics":
+        m = _from_dict(cls, d, where)
+        return dataclasses.replace(m, sessions=[_from_dict(Session, s, where)
+                                                for s in m.sessions])

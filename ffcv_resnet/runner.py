@@ -1,0 +1,215 @@
+"""One training run end to end: config checks, the run folder, data, warm-up, the epoch loop with
+checkpoints and divergence checks, and the outputs, metrics.json last. scripts/train.py wires it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import train as T
+from .augment import AugmentConfig, BatchAugment
+from .betons import beton_path, checked_metadata
+from .checkpoint import load_state, restore, save_model, save_state
+from .config import ConfigError, DataConfig, as_dict, flatten, parse
+from .errors import TrainingFailed, UserError
+from .evaluate import find_errors, metrics, predict
+from .figures import plot_curves
+from .loaders import Batches, load_all, subset_indices, train_batches
+from .model import resnet18, summary
+from .records import Errors, Metrics, Session, TestError, TestSet, write_json
+from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig, RunFolder,
+                  new_run_id, read_config, write_history)
+from .timing import Stopwatch, device_name, resolve_device
+
+SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "training": T.TrainConfig,
+            "run": RunConfig}
+# What a resumed run may set anew: where and how it runs, never what it computes.
+RESUMABLE = {"run.dir", "run.resume", "run.overwrite", "run.progress", "run.summary",
+             "run.checkpoint_every", "data.dir", "data.workers", "data.os_cache",
+             "training.compile_cache"}
+
+
+HEADER = f"{'epoch':>5} {'lr':>7} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} " \
+         f"{'test_acc':>8} {'seconds':>7} {'img/s':>8}"
+
+
+def row(h: dict) -> str:
+    """One fixed-width line of the per-epoch table."""
+    test = (f"{h['test_loss']:>9.4f} {h['test_accuracy']:>8.2%}" if "test_accuracy" in h
+            else f"{'-':>9} {'-':>8}")
+    return (f"{h['epoch']:>5} {h['lr']:>7.4f} {h['train_loss']:>10.4f} {h['train_accuracy']:>9.2%} "
+            f"{test} {h['train_seconds']:>7.2f} {h['images_per_second']:>8.0f}")
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str = "") -> dict[str, Any]:
+    """Command line -> checked config; with --run.resume, the run's own config.yaml is the base
+    and an option that would change what it computes is an error."""
+    cfg = parse(SECTIONS, argv, description)
+    if not cfg["run"].resume:
+        return cfg
+    stored = flatten(read_config(Path(cfg["run"].dir)))
+    cfg = parse(SECTIONS, argv, description, base=stored)
+    now = flatten(as_dict(cfg))
+    for key in sorted(set(stored) - RESUMABLE):
+        if key in now and now[key] != stored[key]:
+            raise ConfigError(f"--{key} {now[key]!r} differs from the resumed run's "
+                              f"{stored[key]!r}: a resumed run keeps its recipe")
+    return cfg
+
+
+@dataclass
+class RunData:
+    """Everything a run reads: training batches and the test split on the device."""
+    meta: dict
+    batches: Batches
+    images: torch.Tensor  # (N, 3, 32, 32) uint8
+    labels: torch.Tensor  # (N,)
+    index: torch.Tensor  # (N,) test-split index of each image
+    test: TestSet
+
+
+def check_data(cfg: dict) -> dict:
+    """The betons' metadata, after checking that an epoch holds at least one batch."""
+    data, tc = cfg["data"], cfg["training"]
+    meta = checked_metadata(Path(data.dir))
+    n = data.train_subset or meta["counts"]["train"]
+    if data.train_subset > meta["counts"]["train"]:
+        raise UserError(f"--data.train_subset {data.train_subset}: the training split has "
+                        f"only {meta['counts']['train']} images")
+    if data.test_subset > meta["counts"]["test"]:
+        raise UserError(f"--data.test_subset {data.test_subset}: the test split has only "
+                        f"{meta['counts']['test']} images")
+    if tc.batch_size > n:
+        raise UserError(f"--training.batch_size {tc.batch_size} is more than the {n} training "
+                        "images: an epoch would hold no batch")
+    return meta
+
+
+def load_data(cfg: dict, meta: dict, device: torch.device) -> RunData:
+    """Checked betons -> training batches (either path) and the test split on the device."""
+    data, tc, data_dir = cfg["data"], cfg["training"], Path(cfg["data"].dir)
+    counts = meta["counts"]
+    train_idx = subset_indices(counts["train"], data.train_subset, tc.seed)
+    test_idx = subset_indices(counts["test"], data.test_subset, 0)
+    batches = train_batches(data.loader, beton_path(data_dir, "train"), tc.batch_size, device,
+                            order=data.order, seed=tc.seed, os_cache=data.os_cache,
+                            indices=train_idx, workers=data.workers)
+    images, labels = load_all(beton_path(data_dir, "test"), device, test_idx)
+    index = torch.as_tensor(test_idx if test_idx is not None else range(counts["test"]),
+                            device=device)
+    test = TestSet(count=int(len(labels)), fingerprint=meta["source"]["fingerprint"],
+                   subset=None if test_idx is None else test_idx.tolist(), tta=tc.tta,
+                   class_counts=torch.bincount(labels, minlength=len(meta["classes"])).tolist())
+    return RunData(meta, batches, images, labels, index, test)
+
+
+def train_run(cfg: dict, started: float | None = None, log=print) -> Metrics:
+    """Train one run into cfg["run"].dir (new, overwritten or resumed); return its metrics."""
+    started = time.perf_counter() if started is None else started
+    rc = cfg["run"]
+    device = resolve_device(cfg["training"].device)
+    tc = cfg["training"] = T.resolved(cfg["training"], device)
+    meta = check_data(cfg)
+    with RunFolder(Path(rc.dir)) as folder:
+        folder.claim(rc.overwrite, rc.resume)
+        state = load_state(folder.path / STATE) if rc.resume else None
+        if state is not None and state["run_id"] != folder.run_id():
+            raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
+        return _train(cfg, tc, device, meta, folder, state, started, log)
+
+
+def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Metrics:
+    T.use_compile_cache(tc.compile_cache)
+    torch.manual_seed(tc.seed)
+    d = load_data(cfg, meta, device)
+    model = resnet18(len(meta["classes"]))
+    if cfg["run"].summary:
+        log(summary(model))
+    runner = T.prepare_model(model, tc, device)
+    step = T.make_step(model, runner, tc, device, len(d.batches))
+    augment = BatchAugment(cfg["augment"], device, tc.seed)
+
+    def evaluate():
+        logits = predict(runner, d.images, batch_size=tc.eval_batch_size,
+                         precision=tc.precision, tta=tc.tta)
+        return logits, metrics(logits, d.labels, len(meta["classes"]))
+
+    compile_seconds = T.warm_up(model, step, evaluate, device) if tc.compile == "on" else 0.0
+    fingerprint = meta["source"]["fingerprint"]
+    if state is None:
+        run_id, history = new_run_id(), []
+        progress = {"sessions": [], "checkpoint_seconds": 0.0, "fingerprint": fingerprint}
+        folder.start(run_id, as_dict(cfg))
+    else:
+        run_id, history, progress = state["run_id"], state["history"], state["progress"]
+        if progress.get("fingerprint") != fingerprint:
+            raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
+        restore(state, model, step, augment, d.batches)
+        log(f"resuming run {run_id} after epoch {state['epoch']}")
+    first = len(history) + 1
+    log(f"run {run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, loader "
+        f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {T.peak_lr(tc):.4g}; "
+        f"warm-up {compile_seconds:.1f} s")
+    log(HEADER)
+
+    def session(last: int) -> dict:
+        return dataclasses.asdict(Session(first, last, compile_seconds,
+                                          time.perf_counter() - started))
+
+    def on_epoch(rows: list[dict]) -> None:
+        write_history(folder.path / HISTORY, run_id, rows)
+        log(row(rows[-1]), flush=True)
+        every, epoch = cfg["run"].checkpoint_every, rows[-1]["epoch"]
+        if every and (epoch % every == 0 or epoch == tc.epochs):
+            with Stopwatch(device) as t:
+                save_state(folder.path / STATE, run_id=run_id, epoch=epoch, model=model,
+                           step=step, augment=augment, batches=d.batches, history=rows,
+                           progress={**progress, "sessions": progress["sessions"]
+                                     + [session(epoch)]})
+            progress["checkpoint_seconds"] += t.seconds
+
+    progress_bar = cfg["run"].progress == "on" or (cfg["run"].progress == "auto"
+                                                   and device.type == "cpu")
+    try:
+        history, logits, m = T.fit(step, d.batches, augment, evaluate, device, progress_bar,
+                                   on_epoch, history)
+    except TrainingFailed as e:
+        kept = f"the last good epoch is in {folder.path / STATE}" if (
+            folder.path / STATE).is_file() else "no epoch completed"
+        raise TrainingFailed(f"{e}; no model.pt or metrics.json written, {kept}") from None
+    return _write_outputs(folder.path, run_id, cfg, model, d, history, logits, m,
+                          lambda: progress["sessions"] + [session(len(history))], progress,
+                          device)
+
+
+def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, history, logits,
+                   m: dict, sessions, progress: dict, device: torch.device) -> Metrics:
+    """model.pt, errors.json, curves.png, then metrics.json: the run is complete."""
+    tc, classes = cfg["training"], d.meta["classes"]
+    errors = [TestError(**e) for e in find_errors(logits, d.labels, d.index)]
+    save_model(run_dir / CHECKPOINT, model, run_id, d.test, classes)
+    write_json(run_dir / ERRORS, Errors(run_id, classes, d.test, errors).to_dict())
+    plot_curves(history, run_dir / CURVES, run_id)
+    sessions = [Session(**s) for s in sessions()]  # this one's wall time ends here
+    train_seconds = sum(h["train_seconds"] for h in history)
+    images = sum(h["train_images"] for h in history)
+    result = Metrics(
+        run_id=run_id, test_accuracy=m["accuracy"], test_loss=m["loss"],
+        per_class_accuracy=dict(zip(classes, m["per_class_accuracy"])), errors=len(errors),
+        epochs=len(history), train_seconds=train_seconds,
+        eval_seconds=sum(h.get("eval_seconds", 0.0) for h in history),
+        compile_seconds=sum(s.compile_seconds for s in sessions),
+        checkpoint_seconds=progress["checkpoint_seconds"],
+        total_seconds=sum(s.wall_seconds for s in sessions),
+        images_per_second=images / train_seconds, train_images=images,
+        test_images=d.test.count, peak_lr=T.peak_lr(tc), device=device_name(device),
+        torch=torch.__version__, seed=tc.seed, precision=tc.precision, compile=tc.compile,
+        compile_mode=tc.compile_mode, loader=cfg["data"].loader,
+        data_source=d.meta["source"]["kind"], sessions=sessions)
+    write_json(run_dir / METRICS, result.to_dict())
+    return result
