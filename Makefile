@@ -3,6 +3,8 @@ SOURCE ?=
 DATA ?= data
 RUN ?= runs/main
 ARGS ?=
+# make run / make smoke replace the run in $(RUN); RUN_MODE="--run.resume true" continues a killed one
+RUN_MODE ?= --run.overwrite true
 PY := .venv/bin/python
 
 .PHONY: setup test run smoke bench
@@ -14,12 +16,12 @@ test: setup
 
 run: setup
 	$(PY) scripts/prepare_data.py --data.dir $(DATA) $(if $(SOURCE),--data.source $(SOURCE))
-	$(PY) scripts/train.py --data.dir $(DATA) --run.dir $(RUN) $(ARGS)
+	$(PY) scripts/train.py --data.dir $(DATA) --run.dir $(RUN) $(RUN_MODE) $(ARGS)
 	$(PY) scripts/explain.py --data.dir $(DATA) --run.dir $(RUN)
 
 smoke: setup
 	$(PY) scripts/prepare_data.py --data.dir $(DATA) $(if $(SOURCE),--data.source $(SOURCE))
-	$(PY) scripts/train.py -C configs/smoke.yaml --data.dir $(DATA) --run.dir runs/smoke $(ARGS)
+	$(PY) scripts/train.py -C configs/smoke.yaml --data.dir $(DATA) --run.dir runs/smoke $(RUN_MODE) $(ARGS)
 	$(PY) scripts/explain.py --data.dir $(DATA) --run.dir runs/smoke
 
 bench: setup
