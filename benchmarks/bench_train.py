@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.baseline import Unnormalised, UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
+from ffcv_resnet import recipe as R
 from ffcv_resnet import train as T
 from ffcv_resnet.augment import AugmentConfig, BatchAugment
 from ffcv_resnet.loaders import FfcvBatches, ResidentBatches
@@ -40,7 +41,7 @@ def step_flops(batch_size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def _step(cfg: T.TrainConfig, device: torch.device, wrap=None):
+def _step(cfg: R.TrainConfig, device: torch.device, wrap=None):
     model = resnet18()
     runner = T.prepare_model(wrap(model) if wrap else model, cfg, device)
     return T.make_step(model, runner, cfg, device, steps_per_epoch=10**6)
@@ -49,7 +50,7 @@ def _step(cfg: T.TrainConfig, device: torch.device, wrap=None):
 def ablation(device: torch.device, batch_size: int, steps: int, repeats: int,
              modes: list[str]) -> tuple[list[dict], str]:
     """Images/s of the bare training step on device-resident random data, one change at a time."""
-    base = T.TrainConfig(batch_size=batch_size, precision="fp32", channels_last=False,
+    base = R.TrainConfig(batch_size=batch_size, precision="fp32", channels_last=False,
                          compile="off")
     variants = [("fp32, contiguous, eager", base),
                 ("bf16, contiguous, eager", dataclasses.replace(base, precision="bf16")),
@@ -108,7 +109,7 @@ def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: in
                repeats: int, workers: int = 0) -> tuple[list[dict], str]:
     """Seconds per training epoch for each data path with the engine, and for the usual way."""
     path, idx = training_subset(data_dir, images)
-    engine = T.resolved(T.TrainConfig(batch_size=batch_size), device)
+    engine = R.resolved(R.TrainConfig(batch_size=batch_size), device)
     usual_cfg = dataclasses.replace(engine, precision="fp32", channels_last=False, compile="off")
     augment = BatchAugment(AugmentConfig(), device)
     usual = usual_loader_for(path, idx, batch_size, device, workers)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import recipe as R
 from . import train as T
 from .augment import AugmentConfig, BatchAugment
 from .betons import beton_path, checked_metadata
@@ -26,7 +27,7 @@ from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig
                   new_run_id, read_config, write_history)
 from .timing import Stopwatch, device_name, resolve_device
 
-SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "training": T.TrainConfig,
+SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "training": R.TrainConfig,
             "run": RunConfig}
 # What a resumed run may set anew: where and how it runs, never what it computes.
 RESUMABLE = {"run.dir", "run.resume", "run.overwrite", "run.progress", "run.summary",
@@ -113,7 +114,7 @@ def train_run(cfg: dict, started: float | None = None, log=print) -> Metrics:
     started = time.perf_counter() if started is None else started
     rc = cfg["run"]
     device = resolve_device(cfg["training"].device)
-    tc = cfg["training"] = T.resolved(cfg["training"], device)
+    tc = cfg["training"] = R.resolved(cfg["training"], device)
     meta = check_data(cfg)
     with RunFolder(Path(rc.dir)) as folder:
         folder.claim(rc.overwrite, rc.resume)
@@ -153,7 +154,7 @@ def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Met
         log(f"resuming run {run_id} after epoch {state['epoch']}")
     first = len(history) + 1
     log(f"run {run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, loader "
-        f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {T.peak_lr(tc):.4g}; "
+        f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {R.peak_lr(tc):.4g}; "
         f"warm-up {compile_seconds:.1f} s")
     log(HEADER)
 
@@ -207,7 +208,7 @@ def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, his
         checkpoint_seconds=progress["checkpoint_seconds"],
         total_seconds=sum(s.wall_seconds for s in sessions),
         images_per_second=images / train_seconds, train_images=images,
-        test_images=d.test.count, peak_lr=T.peak_lr(tc), device=device_name(device),
+        test_images=d.test.count, peak_lr=R.peak_lr(tc), device=device_name(device),
         torch=torch.__version__, seed=tc.seed, precision=tc.precision, compile=tc.compile,
         compile_mode=tc.compile_mode, loader=cfg["data"].loader,
         data_source=d.meta["source"]["kind"], sessions=sessions)

@@ -1,92 +1,21 @@
-"""Training: SGD-Nesterov with a triangular LR schedule, label smoothing, bf16, compile; the epoch loop."""
+"""Training: compile, the training step (label smoothing, bf16), warm-up, and the epoch loop with
+its once-per-epoch divergence check. The recipe (options, schedule, optimiser) is in recipe.py."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import option, require, require_range
 from .errors import TrainingFailed
-from .evaluate import auto_precision, autocast
+from .evaluate import autocast
+from .recipe import TrainConfig, make_optimizer, make_schedule, peak_lr
 from .timing import Stopwatch
-
-
-BASE_BATCH = 512  # --training.lr is the peak LR at this batch size; others scale linearly
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-@dataclass
-class TrainConfig:
-    """Training: recipe, precision, compilation"""
-    epochs: int = option(20, "training epochs")
-    batch_size: int = option(512, "training batch size")
-    lr: float = option(0.4, f"peak learning rate at batch {BASE_BATCH}; the LR used is scaled "
-                       f"linearly with the batch size (lr x batch_size / {BASE_BATCH})")
-    peak_epoch: float = option(4.0, "epoch at which the triangular LR schedule peaks (from 0 "
-                               "to the peak, then down to 0 at the last step); a peak past the "
-                               "middle of the run is moved to the middle")
-    momentum: float = option(0.9, "SGD Nesterov momentum")
-    weight_decay: float = option(5e-4, "weight decay (not on BatchNorm weights and biases)")
-    label_smoothing: float = option(0.1, "label smoothing of the training loss")
-    precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
-                            ("auto", "bf16", "fp16", "fp32"))
-    channels_last: bool = option(True, "channels_last model and inputs")
-    compile: str = option("auto", "torch.compile (auto: on CUDA only)", ("auto", "on", "off"))
-    compile_mode: str = option("default", "torch.compile mode (the benchmark compares them)",
-                               ("default", "reduce-overhead", "max-autotune",
-                                "max-autotune-no-cudagraphs"))
-    compile_cache: str = option("~/.cache/ffcv_resnet/inductor",
-                                "torch.compile's on-disk cache, kept between runs")
-    tta: bool = option(True, "flip test-time augmentation at evaluation")
-    eval_every: int = option(1, "evaluate every N epochs (0: only after the last)")
-    eval_batch_size: int = option(1000, "evaluation batch size")
-    seed: int = option(0, "seed of weights, data order and augmentation")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
-
-    def validate(self, prefix: str) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            require_range(prefix, self, name, 1)
-        require_range(prefix, self, "lr", 0, low_open=True)
-        require_range(prefix, self, "peak_epoch", 0, low_open=True)
-        require_range(prefix, self, "momentum", 0, 1, high_open=True)
-        require_range(prefix, self, "weight_decay", 0)
-        require_range(prefix, self, "label_smoothing", 0, 1, high_open=True)
-        require_range(prefix, self, "eval_every", 0)
-        require_range(prefix, self, "seed", 0, 2**31 - 1)
-        require(bool(DEVICE.fullmatch(self.device)), f"{prefix}.device", self.device,
-                "auto, cpu, cuda or cuda:N")
-        require(bool(self.compile_cache.strip()), f"{prefix}.compile_cache", self.compile_cache,
-                "a folder")
-
-
-def peak_lr(cfg: TrainConfig) -> float:
-    """The peak LR the optimiser uses: --training.lr scaled linearly from batch BASE_BATCH."""
-    return cfg.lr * cfg.batch_size / BASE_BATCH
-
-
-def lr_factor(step: int, total: int, peak: float) -> float:
-    """Fraction of the peak LR used by step `step` (0-based) of `total`: rises linearly to 1 at
-    step `peak` (rounded to a whole step, and moved to the middle of the run when later), then
-    falls linearly to 0 at the last step (a one-step run takes its one step at the peak)."""
-    k, p = step + 1, min(max(1, round(peak)), max(1, total // 2))
-    return k / p if k <= p else max(0.0, (total - k) / max(total - p, 1))
-
-
-def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """Turn 'auto' settings into what this device gets."""
-    cuda = device.type == "cuda"
-    return dataclasses.replace(
-        cfg, precision=auto_precision(device) if cfg.precision == "auto" else cfg.precision,
-        compile=("on" if cuda else "off") if cfg.compile == "auto" else cfg.compile)
 
 
 def use_compile_cache(path: str) -> None:
@@ -106,23 +35,6 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> n
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else
              torch.contiguous_format)
     return torch.compile(model, mode=cfg.compile_mode) if cfg.compile == "on" else model
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
-    """SGD with Nesterov momentum; no weight decay on BatchNorm weights and biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum, nesterov=True,
-                           fused=device.type == "cuda")
-
-
-def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """Triangular schedule over every step of the run (see `lr_factor`)."""
-    total, peak = cfg.epochs * steps_per_epoch, cfg.peak_epoch * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                             lambda step: lr_factor(step, total, peak))
 
 
 @dataclass

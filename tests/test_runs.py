@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TRAIN_ARGS, run_script
-from ffcv_resnet import train as T
+from ffcv_resnet import recipe as T
 from ffcv_resnet.config import ConfigError
 from ffcv_resnet.errors import TrainingFailed, UserError
 from ffcv_resnet.model import resnet18
@@ -246,7 +246,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(trained_run
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
                    "--run.resume", "true", timeout=300)  # the recipe comes from config.yaml
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming run" in r.stdout and f"after epoch {done}" in r.stdout
+    assert "resuming run" in r.stdout and f"after epoch {done}" in r.stdout
     a = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,7 +14,8 @@ from ffcv_resnet.evaluate import find_errors, predict
 from ffcv_resnet.loaders import load_all
 from ffcv_resnet.model import count_parameters, resnet18, summary
 from ffcv_resnet.checkpoint import load_model
-from ffcv_resnet.train import TrainConfig, make_optimizer, make_schedule, make_step, warm_up
+from ffcv_resnet.recipe import TrainConfig, make_optimizer, make_schedule
+from ffcv_resnet.train import make_step, warm_up
 
 CPU = torch.device("cpu")
 
