@@ -12,7 +12,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ffcv_resnet.betons import beton_path, check_beton
+from ffcv_resnet.betons import beton_path, verified
 from ffcv_resnet.loaders import load_all, subset_indices
 from ffcv_resnet.model import MEAN, STD
 
@@ -47,7 +47,7 @@ def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
 def training_subset(data_dir: Path, images: int) -> tuple[Path, np.ndarray | None]:
     """The train beton and a fixed subset of `images` of it (None: all) for a benchmark."""
     path = beton_path(data_dir, "train")
-    n = check_beton(path)
+    n = verified(path)
     return path, subset_indices(n, images) if images < n else None
 
 

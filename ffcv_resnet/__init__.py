@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {"resnet18": "model", "grad_cam": "gradcam", "CamResult": "gradcam",
-         "CLASSES": "sources"}
+         "CLASSES": "cifar"}
 __all__ = list(_LAZY)
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from .betons import check_beton
+from .betons import verified
 from .errors import DataError
 
 _THREADS = torch.get_num_threads()
@@ -45,7 +45,7 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
                 seed: int = 0, os_cache: bool = True, drop_last: bool = False,
                 indices: Sequence[int] | None = None, workers: int = 0) -> Loader:
     """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`."""
-    n = check_beton(path)
+    n = verified(path)  # header, count and SHA-256 against the metadata beside it
     if indices is not None:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
@@ -99,7 +99,7 @@ def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = N
         images.append(x.clone())  # the ring buffer is overwritten by the next batch
         labels.append(y.clone())
     images, labels = torch.cat(images), torch.cat(labels).long()
-    expected = len(indices) if indices is not None else check_beton(path)
+    expected = len(indices) if indices is not None else verified(path)
     if len(labels) != expected:
         raise DataError(f"{path}: loader returned {len(labels)} images, expected {expected}")
     return images.contiguous(memory_format=torch.channels_last), labels

@@ -1,119 +1,28 @@
-"""CIFAR-10 sources -> validated uint8 arrays.
+"""CIFAR-10 sources -> validated uint8 arrays: which kind a source is, reading it, its
+fingerprint, and the official download (MD5-checked).
 
-Sources: the official python archive (downloaded and MD5-checked, or a local copy), its extracted
-`cifar-10-batches-py/` folder, or an image folder `train/<class>/*`, `test/<class>/*` (plain, or as a
-.tar/.tar.gz read without extracting). Everything is read and checked before anything is written. The pickled official batches are
-read in `pickled.py`.
+Sources: the official python archive (downloaded, or a local copy) and its extracted
+`cifar-10-batches-py/` folder (read in pickled.py), or an image folder `train/<class>/*`,
+`test/<class>/*`, plain or as a .tar/.tar.gz read without extracting (imagefolder.py).
+Everything is read and checked before anything is written.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import tarfile
 import urllib.request
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image
-
+from .cifar import SPLITS, Split, tar_names
 from .errors import DataError
+from .imagefolder import read_image_folder, read_image_tar
+from .pickled import read_batches_folder, read_python_archive
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
-BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-SPLITS = ("train", "test")
-
-
-@dataclass
-class Split:
-    """One split: images (N, 32, 32, 3) uint8 RGB and labels (N,) int64 in 0..9."""
-    images: np.ndarray
-    labels: np.ndarray
-
-
-def _checked(split: Split, where: str) -> Split:
-    if len(split.labels) != len(split.images):
-        raise DataError(f"{where}: {len(split.images)} images but {len(split.labels)} labels")
-    if len(split.images) == 0:
-        raise DataError(f"{where}: empty split")
-    bad = (split.labels < 0) | (split.labels >= len(CLASSES))
-    if bad.any():
-        raise DataError(f"{where}: label {int(split.labels[bad][0])} out of range 0..9")
-    return split
-
-
-def _concat(parts: list[Split], where: str) -> Split:
-    return _checked(Split(np.concatenate([p.images for p in parts]),
-                          np.concatenate([p.labels for p in parts])), where)
-
-
-def _tar_files(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) for every regular file in a .tar/.tar.gz, streamed, never extracted."""
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if member.isfile():
-                    yield member.name, tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise DataError(f"{path}: truncated or corrupt archive ({e})") from None
-
-
-def decode_image(raw: bytes, where: str) -> np.ndarray:
-    """Image bytes (any format Pillow reads) -> (32, 32, 3) uint8; anything else is an error."""
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            im.load()
-            if im.mode != "RGB" or im.size != (32, 32):
-                raise DataError(f"{where}: image is {im.size[0]}x{im.size[1]} {im.mode}, "
-                                "expected 32x32 RGB")
-            return np.asarray(im, dtype=np.uint8)
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"{where}: unreadable image ({e})") from None
-
-
-def _image_entries(items: Iterator[tuple[str, bytes]], where: str) -> dict[str, Split]:
-    """(relative path, bytes) of an image folder -> splits, sorted by class then file name."""
-    found: dict[str, list[tuple[int, str, bytes]]] = {s: [] for s in SPLITS}
-    for name, raw in items:
-        parts = Path(name).parts
-        if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith("."):
-            continue  # READMEs, hidden files, anything outside train/ and test/
-        split, cls, fname = parts[-3:]
-        if cls not in CLASSES:
-            raise DataError(f"{where}: unknown class folder '{split}/{cls}' "
-                            f"(expected {', '.join(CLASSES)})")
-        found[split].append((CLASSES.index(cls), fname, raw))
-    out = {}
-    for split, entries in found.items():
-        if not entries:
-            raise DataError(f"{where}: empty split, no images under '{split}/'")
-        present = {label for label, _, _ in entries}
-        missing = [c for i, c in enumerate(CLASSES) if i not in present]
-        if missing:
-            raise DataError(f"{where}: missing class folder '{split}/{missing[0]}'")
-        entries.sort(key=lambda e: (e[0], e[1]))
-        images = np.stack([decode_image(raw, f"{where}:{split}/{CLASSES[label]}/{fname}")
-                           for label, fname, raw in entries])
-        out[split] = _checked(Split(images, np.array([e[0] for e in entries], dtype=np.int64)),
-                              f"{where} ({split})")
-    return out
-
-
-def _folder_files(root: Path) -> Iterator[tuple[str, bytes]]:
-    for split in SPLITS:
-        for path in sorted((root / split).rglob("*")):
-            if path.is_file():
-                yield str(path.relative_to(root)), path.read_bytes()
 
 
 def detect(source: Path) -> str:
@@ -130,26 +39,25 @@ def detect(source: Path) -> str:
     if source.is_file():
         if not tarfile.is_tarfile(source):
             raise DataError(f"{source}: not a .tar/.tar.gz archive (truncated or corrupt?)")
-        for name, _ in _tar_files(source):
+        for name in tar_names(source):
             if os.path.basename(name).startswith("data_batch_"):
                 return "python-archive"
-            if any(p in SPLITS for p in Path(name).parts[:-1]):
+            if any(p in SPLITS for p in PurePosixPath(name).parts[:-1]):
                 return "image-tar"
         raise DataError(f"{source}: archive holds neither CIFAR-10 batches nor train/ and test/")
     raise DataError(f"{source}: no such file or folder")
 
 
-def read_source(source: Path, kind: str) -> dict[str, Split]:
+def read_source(source: Path, kind: str, log=print) -> dict[str, Split]:
     """Read and validate every image of a detected source."""
-    from .pickled import read_batches_folder, read_python_archive
     if kind == "python-archive":
         return read_python_archive(source)
     if kind == "batches-folder":
         sub = source / "cifar-10-batches-py"
         return read_batches_folder(sub if sub.is_dir() else source)
     if kind == "image-tar":
-        return _image_entries(_tar_files(source), str(source))
-    return _image_entries(_folder_files(source), str(source))
+        return read_image_tar(source, log)
+    return read_image_folder(source, log)
 
 
 def fingerprint(source: Path) -> str:

@@ -14,7 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ffcv_resnet.sources import BATCHES, CLASSES, Split  # noqa: E402
+from ffcv_resnet.cifar import BATCHES, CLASSES, Split  # noqa: E402
 
 
 def make_split(per_class: int, seed: int) -> Split:

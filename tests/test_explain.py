@@ -152,7 +152,7 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
 def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
     from ffcv_resnet.explain import explain, load_error_images
     from ffcv_resnet.gallery import write_gallery, write_manifest
-    from ffcv_resnet.sources import CLASSES
+    from ffcv_resnet.cifar import CLASSES
     images = load_error_images(learnable_data, [], torch.device("cpu"))
     e = explain(resnet18().eval(), images, [], "layer3", batch_size=8)
     assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.pred_maps.shape == (0, 32, 32)

@@ -1,0 +1,312 @@
+"""Data integrity: checksummed betons, bounded unpickling, strict image folders, clean interrupts,
+and a data-reading chain without import circles."""
+from __future__ import annotations
+
+import ast
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, batch_bytes, make_split, run_script, write_batches, write_image_folder
+from ffcv_resnet.betons import beton_path, checked_metadata, prepare
+from ffcv_resnet.cifar import BATCHES
+from ffcv_resnet.errors import DataError
+from ffcv_resnet.loaders import FfcvBatches, load_all
+
+CPU = torch.device("cpu")
+QUIET = {"log": lambda *_: None}
+
+
+def _damage(path, offset, n=4096):
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + n] = os.urandom(min(n, len(raw) - offset))
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("where", ["data", "after-header"])
+def test_damaged_betons_are_caught_before_use_and_rebuilt(where, sources, tmp_path):
+    d, src = tmp_path / "d", str(sources["batches-folder"])
+    prepare(d, src, **QUIET)
+    path = beton_path(d, "test")
+    size = path.stat().st_size
+    _damage(path, 24 if where == "after-header" else size // 2)  # same size, other bytes
+    assert path.stat().st_size == size
+    with pytest.raises(DataError, match=f"{path}: .*(damaged beton|truncated|not a beton)"):
+        checked_metadata(d)
+    with pytest.raises(DataError, match="test.beton"):
+        load_all(path, CPU)
+    r = run_script("scripts/train.py", "--data.dir", d, "--run.dir", tmp_path / "r",
+                   "--training.epochs", "1", "--training.batch_size", "8", timeout=120)
+    assert r.returncode == 2 and "test.beton" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    said = []
+    prepare(d, src, log=said.append)  # has the source: rebuilds instead of failing
+    assert any("rebuilding" in s for s in said)
+    assert checked_metadata(d)["counts"]["test"] == 20
+    _damage(beton_path(d, "train"), beton_path(d, "train").stat().st_size // 2)
+    said = []
+    prepare(d, "", log=said.append)  # no source named: the recorded one is used
+    assert any("rebuilding from" in s for s in said)
+    with pytest.raises(DataError):  # nothing left damaged... and a beton moved away is caught
+        FfcvBatches(path.rename(tmp_path / "elsewhere.beton"), 4, CPU)
+
+
+def test_rerun_after_damage_without_the_source_says_what_to_do(sources, tmp_path):
+    import shutil
+    src = tmp_path / "copy"
+    shutil.copytree(sources["batches-folder"], src)
+    prepare(tmp_path / "d", str(src), **QUIET)
+    shutil.rmtree(src)
+    _damage(beton_path(tmp_path / "d", "test"), 300)
+    with pytest.raises(DataError, match="test.beton: damaged beton .* is gone: rebuild with "
+                                        "--data.source"):
+        prepare(tmp_path / "d", "", **QUIET)
+
+
+# --- pickles: what a 300-byte file can claim is refused before anything large is allocated ---
+
+class _Reduce:
+    def __init__(self, *reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+def _reconstruct_fn():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+U1 = np.dtype("u1")
+EVIL_DATA = {
+    "zero-stride view": _Reduce(np.ndarray, ((350_000, 3072), U1, b"x", 0, (0, 0))),
+    "uninitialised": _Reduce(np.ndarray, ((10, 3072), U1)),
+    "oversized claim": _Reduce(_reconstruct_fn(), (np.ndarray, (0,), b"b"),
+                               (1, (350_000, 3072), U1, False, b"x" * 64)),
+    "size mismatch": _Reduce(_reconstruct_fn(), (np.ndarray, (0,), b"b"),
+                             (1, (10, 3072), U1, False, b"x" * 64)),
+    "object array": _Reduce(_reconstruct_fn(), (np.ndarray, (0,), b"b"),
+                            (1, (2,), np.dtype("O"), False, [1, 2])),
+}
+
+
+@pytest.mark.parametrize("name", list(EVIL_DATA))
+def test_inflated_or_uninitialised_arrays_are_refused_with_bounded_memory(name, tmp_path, tiny):
+    folder = write_batches(tmp_path / "b", tiny)
+    raw = pickle.dumps({"data": EVIL_DATA[name], "labels": [0] * 10}, protocol=2)
+    assert len(raw) < 1000
+    (folder / "test_batch").write_bytes(raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="test_batch: not a CIFAR-10 batch"):
+            prepare(tmp_path / "d", str(folder), **QUIET)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20  # the tiny train batches, not 1 GB of claimed pixels
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("labels,message", [
+    ([3.9] * 20, "label 3.9 is not an int"),
+    (["3"] * 20, "label '3' is not an int"),
+    ([True] * 20, "label True is not an int"),
+    ([1] * 19, "'labels' is not a list of one label per image"),
+    ((1,) * 20, "'labels' is not a list"),
+])
+def test_labels_must_be_ints_in_range_one_per_image(labels, message, tmp_path, tiny):
+    folder = write_batches(tmp_path / "b", tiny)
+    good = pickle.loads((folder / "test_batch").read_bytes())
+    good["labels"] = labels
+    (folder / "test_batch").write_bytes(pickle.dumps(good, protocol=2))
+    with pytest.raises(DataError, match=message):
+        prepare(tmp_path / "d", str(folder), **QUIET)
+
+
+def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path, tiny):
+    folder = write_batches(tmp_path / "b", tiny)
+    with open(folder / "test_batch", "r+b") as f:
+        f.truncate(41 << 20)  # sparse: claims 41 MB
+    with pytest.raises(DataError, match="more than a CIFAR-10 batch"):
+        prepare(tmp_path / "d", str(folder), **QUIET)
+
+
+def test_real_batches_still_round_trip_through_the_strict_unpickler(tiny):
+    from ffcv_resnet.pickled import parse_batch
+    split = parse_batch(batch_bytes(tiny["test"], 0, 20), "t")
+    np.testing.assert_array_equal(split.images, tiny["test"].images)
+    assert type(split.images) is np.ndarray and split.images.flags.owndata
+
+
+# --- strict image folders ---
+
+def test_nested_and_misplaced_images_are_errors_litter_is_counted(tmp_path, tiny):
+    root = write_image_folder(tmp_path / "imgs", tiny)
+    (root / "train/cat/.DS_Store").write_bytes(b"\0")
+    (root / "train/__MACOSX").mkdir()
+    (root / "train/__MACOSX/._0001.png").write_bytes(b"\0")
+    said = []
+    meta = prepare(tmp_path / "d", str(root), log=said.append)
+    assert meta["counts"] == {"train": 30, "test": 20}
+    assert any("skipped 2 files" in s for s in said)
+    nested = root / "train/cat/more"
+    nested.mkdir()
+    Image.fromarray(tiny["train"].images[0]).save(nested / "x.png")
+    with pytest.raises(DataError, match="'train/cat/more/x.png' is not at split/class/file"):
+        prepare(tmp_path / "d2", str(root), **QUIET)
+    nested.joinpath("x.png").unlink()
+    (root / "test/notes.txt").write_text("misplaced")
+    with pytest.raises(DataError, match="'test/notes.txt' is not at split/class/file"):
+        prepare(tmp_path / "d2", str(root), **QUIET)
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, raw in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def _png(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _members(tiny, root):
+    from ffcv_resnet.cifar import CLASSES
+    return [(f"{root}/{s}/{CLASSES[label]}/{i}.png", _png(img)) for s in ("train", "test")
+            for i, (img, label) in enumerate(zip(tiny[s].images, tiny[s].labels))]
+
+
+def test_two_roots_and_duplicate_members_in_a_tar_are_errors(tmp_path, tiny):
+    two = _tar(tmp_path / "two.tar", _members(tiny, "a") + _members(tiny, "b"))
+    with pytest.raises(DataError, match="two dataset roots, 'a' and 'b'"):
+        prepare(tmp_path / "d", str(two), **QUIET)
+    members = _members(tiny, "root")
+    dup = _tar(tmp_path / "dup.tar", members + members[:1])
+    with pytest.raises(DataError, match="'train/airplane/0.png' appears twice"):
+        prepare(tmp_path / "d", str(dup), **QUIET)
+    big = _tar(tmp_path / "big.tar", members + [("root/train/cat/huge.png", b"\0" * (2 << 20))])
+    with pytest.raises(DataError, match="huge.png: 2097152 bytes, more than any CIFAR-10 file"):
+        prepare(tmp_path / "d", str(big), **QUIET)
+    assert not (tmp_path / "d").exists()
+
+
+# --- interrupts while writing, and what a killed writer leaves ---
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory):
+    """A batches folder large enough that writing it takes a few seconds with one worker."""
+    folder = tmp_path_factory.mktemp("big") / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in BATCHES["train"]:
+        (folder / name).write_bytes(batch_bytes(make_split(800, hash(name) % 1000), 0, 8000))
+    (folder / "test_batch").write_bytes(batch_bytes(make_split(100, 7), 0, 1000))
+    return folder
+
+
+def _descendants(pid):
+    r = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def _running(pid):
+    """Alive and not a zombie (a container's init may never reap an orphan)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_writing_stops_every_worker_and_leaves_no_temporary(sig, code, big_source,
+                                                                         tmp_path):
+    d = tmp_path / "d"
+    p = subprocess.Popen([sys.executable, "scripts/prepare_data.py", "--data.source",
+                          str(big_source), "--data.dir", str(d), "--data.workers", "1"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(d.glob(".*.tmp")) if d.exists() else True:
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    workers = _descendants(p.pid)
+    # Ctrl-C in a terminal reaches the whole process group; kill/timeout send SIGTERM to one
+    os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == code, err[-2000:]
+    said = "interrupted (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert any(line.endswith(said) for line in err.splitlines())  # FFCV's bar may close after
+    assert "Traceback" not in err and "Exception ignored" not in err
+    time.sleep(0.5)
+    assert [w for w in workers if _running(w)] == []
+    assert list(d.glob(".*")) == [] and not (d / "cifar10.json").exists()
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_run(sources, tmp_path):
+    d = tmp_path / "d"
+    prepare(d, str(sources["batches-folder"]), **QUIET)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = d / f".train.beton.{dead.pid}.tmp"
+    live = d / f".train.beton.{os.getpid()}.tmp"
+    stale.write_bytes(b"half a beton")
+    live.write_bytes(b"someone else's write in progress")
+    said = []
+    prepare(d, str(sources["batches-folder"]), log=said.append)
+    assert not stale.exists() and live.exists() and any("left by a killed run" in s for s in said)
+
+
+def test_sigterm_stops_training_like_ctrl_c(learnable_data, tmp_path):
+    from conftest import TRAIN_ARGS
+    p = subprocess.Popen([sys.executable, "scripts/train.py", "--data.dir", str(learnable_data),
+                          "--run.dir", str(tmp_path / "r"), *TRAIN_ARGS], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "r" / "last.pt").exists():
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.strip().splitlines()[-1] == "interrupted (SIGTERM)"
+    assert (tmp_path / "r" / "last.pt").exists() and not (tmp_path / "r" / "metrics.json").exists()
+
+
+# --- structure ---
+
+def test_the_library_has_no_import_circles():
+    pkg = ROOT / "ffcv_resnet"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = {d.split(".")[0] for d in deps}
+
+    def visit(node, path):
+        assert node not in path, f"import circle: {' -> '.join(path + [node])}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, path + [node])
+
+    for module in graph:
+        visit(module, [])
