@@ -53,7 +53,7 @@ def sizes(device: torch.device, scale: float) -> dict:
 def prepare_times(source: str) -> tuple[list[dict], str]:
     """Converting `source` to betons from scratch, then the rerun that finds them up to date."""
     import time
-    from ffcv_resnet.betons import prepare
+    from ffcv_resnet.convert import prepare
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("first run", "rerun"):
@@ -62,7 +62,7 @@ def prepare_times(source: str) -> tuple[list[dict], str]:
             seconds = time.perf_counter() - start
             records.append({"benchmark": "prepare", "name": name, "seconds": seconds,
                             "source_kind": meta["source"]["kind"], "counts": meta["counts"],
-                            "timed": "ffcv_resnet.betons.prepare: read + check the source, write "
+                            "timed": "ffcv_resnet.convert.prepare: read + check the source, write "
                                      "both betons (first run); the up-to-date check (rerun)"})
             print(f"  prepare {name}: {seconds:.2f} s", flush=True)
     md = table(["prepare_data", "seconds"], [[r["name"], r["seconds"]] for r in records])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ffcv_resnet.betons import prepare  # noqa: E402
+from ffcv_resnet.convert import prepare  # noqa: E402
 from ffcv_resnet.config import DataConfig, parse  # noqa: E402
 from ffcv_resnet.errors import cli, handle_sigterm  # noqa: E402
 

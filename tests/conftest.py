@@ -97,7 +97,7 @@ def learnable_split(per_class: int, seed: int) -> Split:
 @pytest.fixture(scope="session")
 def learnable_data(tmp_path_factory) -> Path:
     """Betons of the learnable task: 16 train and 6 test images per class."""
-    from ffcv_resnet.betons import prepare
+    from ffcv_resnet.convert import prepare
     root = tmp_path_factory.mktemp("learnable")
     src = write_batches(root / "cifar-10-batches-py",
                         {"train": learnable_split(16, 0), "test": learnable_split(6, 1)})

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, tar_folder, write_batches, write_image_folder
-from ffcv_resnet.betons import beton_path, check_beton, prepare
+from ffcv_resnet.betons import beton_path, check_beton
+from ffcv_resnet.convert import prepare
 from ffcv_resnet.errors import DataError
 from ffcv_resnet.loaders import ResidentBatches, FfcvBatches, load_all
 from ffcv_resnet.sources import detect
@@ -211,6 +212,6 @@ def test_prepare_cli_reports_bad_input_in_one_line(tmp_path, sources):
 
 def test_up_to_date_check_stays_light():
     # a rerun of prepare_data.py must return at once: its modules must not pull in torch or ffcv
-    r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.betons, "
+    r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.convert, "
                    "ffcv_resnet.config; print('torch' in sys.modules, 'ffcv' in sys.modules)")
     assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stderr

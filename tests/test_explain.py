@@ -125,7 +125,7 @@ def _explain(run_dir, data_dir, *extra):
 
 def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     import shutil
-    from ffcv_resnet.betons import prepare
+    from ffcv_resnet.convert import prepare
     cases = []
     cases.append((_explain(tmp_path / "nope", learnable_data), "no such run folder"))
     cases.append((_explain(trained_run, learnable_data, "--explain.layer", "layer7"),

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, batch_bytes, make_split, run_script, write_batches, write_image_folder
-from ffcv_resnet.betons import beton_path, checked_metadata, prepare
+from ffcv_resnet.betons import beton_path, checked_metadata
+from ffcv_resnet.convert import prepare
 from ffcv_resnet.cifar import BATCHES
 from ffcv_resnet.errors import DataError
 from ffcv_resnet.loaders import FfcvBatches, load_all
