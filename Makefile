@@ -7,7 +7,7 @@ ARGS ?=
 RUN_MODE ?= --run.overwrite true
 PY := .venv/bin/python
 
-.PHONY: setup test run smoke bench
+.PHONY: setup test run smoke bench reproduce
 setup:
 	bash scripts/setup.sh
 
@@ -26,3 +26,7 @@ smoke: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py --data.dir $(DATA)
+
+# every headline figure in one command (seeds, calibration, explain, benchmarks): see README
+reproduce: setup
+	$(PY) scripts/reproduce.py --data.dir $(DATA) $(if $(SOURCE),--data.source $(SOURCE)) $(ARGS)

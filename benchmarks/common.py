@@ -1,10 +1,7 @@
 """Benchmark harness: warm up, synchronise, repeat, take the median; records with full provenance."""
 from __future__ import annotations
 
-import datetime
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,30 +14,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from ffcv_resnet.records import write_json  # noqa: E402
-from ffcv_resnet.timing import device_name, sync  # noqa: E402
-
-
-def device_info(device: torch.device) -> dict:
-    """What a figure was measured on: device name, torch and CUDA versions, date, git sha."""
-    name = device_name(device)
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ffcv_resnet",
-                                "benchmarks/*.py", "scripts"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        sha = sha + ("-dirty" if dirty else "") if sha else "unknown"
-    except OSError:
-        sha = "unknown"
-    return {"device": name, "device_type": device.type, "torch": torch.__version__,
-            "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "date": datetime.date.today().isoformat(), "git_sha": sha}
-
-
-def slug(info: dict) -> str:
-    """A file-name-safe short name of the device."""
-    base = "cpu" if info["device_type"] == "cpu" else info["device"]
-    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")
+from ffcv_resnet.timing import slug, sync  # noqa: E402
 
 
 def measure(fn: Callable[[], int], device: torch.device, warmup: int = 1,

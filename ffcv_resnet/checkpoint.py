@@ -67,10 +67,11 @@ def load_model(path: Path, device: torch.device = torch.device("cpu")):
 
 
 def save_state(path: Path, *, run_id: str, epoch: int, model: nn.Module, step, augment, batches,
-               history: list[dict], progress: dict[str, Any]) -> None:
+               history: list[dict], progress: dict[str, Any], config: dict) -> None:
     """last.pt: weights, optimiser, schedule, scaler, augmentation and data-order RNG state,
-    the history so far and the time spent, after `epoch` complete epochs."""
+    the history so far, the time spent and the recipe, after `epoch` complete epochs."""
     _save({"arch": ARCH, "run_id": run_id, "epoch": epoch, "num_classes": model.fc.out_features,
+           "config": config,
            "state_dict": cpu_state(model), "step": step.state_dict(),
            "augment": augment.state_dict(), "batches": batches.state_dict(),
            "history": history, "progress": progress}, path)
@@ -80,7 +81,7 @@ def load_state(path: Path) -> dict:
     """last.pt as saved (on the CPU); UserError when missing, damaged or not ours."""
     blob = _load(path, "resume checkpoint", "nothing to resume")
     missing = {"run_id", "epoch", "state_dict", "step", "augment", "batches", "history",
-               "progress"} - set(blob)
+               "progress", "config"} - set(blob)
     if missing:
         raise UserError(f"{path}: incomplete resume checkpoint (no {sorted(missing)[0]})")
     return blob

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -107,7 +108,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def _read_yaml(path: str, known: set[str]) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of sections")
@@ -115,6 +116,9 @@ def _read_yaml(path: str, known: set[str]) -> dict[str, Any]:
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown option '{unknown[0]}'")
+    empty = sorted(k for k, v in flat.items() if v is None or v == {})
+    if empty:
+        raise ConfigError(f"{path}: no value for '{empty[0]}'")
     return flat
 
 
@@ -175,8 +179,11 @@ class DataConfig:
 
     def validate(self, prefix: str) -> None:
         require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
-        for name in ("workers", "train_subset", "test_subset"):
+        for name in ("train_subset", "test_subset"):
             require_range(prefix, self, name, 0)
+        cores = os.cpu_count() or 1
+        require(0 <= self.workers <= cores, f"{prefix}.workers", self.workers,
+                f"0 (all cores) to {cores}, this machine's cores")
 
 
 def as_dict(parsed: dict[str, Any]) -> dict[str, dict]:

@@ -39,6 +39,15 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def say(*args, **kwargs) -> None:
+    """print; when stdout is closed (`| head`), further output is dropped and the work goes on."""
+    try:
+        print(*args, **kwargs)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def cli(main: Callable[[], object]) -> Callable[[], None]:
     """Wrap a script's main: UserError -> 'error: ...' on stderr and its exit status (2, or 3
     for a failed run); Ctrl-C -> 130, SIGTERM (once `handle_sigterm()`) -> 143; one line each."""

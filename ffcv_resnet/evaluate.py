@@ -28,15 +28,38 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels
+
+
+def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return (model(x).float() + model(x.flip(3)).float()) / 2
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits of a float batch with test-time augmentation: none; the mean over the image and its
+    mirror (flip); or half that plus half the same for the image shifted one pixel up-left and
+    one down-right, reflect-padded (flip_translate, as the published fast ResNet-18 recipe)."""
+    if tta == "none":
+        return model(x).float()
+    logits = _mirrored(model, x)
+    if tta == "flip_translate":
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
+        logits = 0.5 * logits + 0.25 * sum(
+            _mirrored(model, s.contiguous(memory_format=torch.channels_last)) for s in shifted)
+    return logits
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precision: str = "fp32",
-            tta: bool = False) -> torch.Tensor:
+            tta: str = "none") -> torch.Tensor:
     """uint8 (N, 3, 32, 32) on the device -> float32 (N, classes) logits, in the same order.
 
     A short last batch after full ones is padded to `batch_size`, so a compiled model sees one
-    static shape.
-    With `tta`, logits are averaged with those of the mirrored images.
+    static shape. `tta` is one of TTA (see `tta_logits`).
     """
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {TTA}, not {tta!r}")
     was_training = model.training
     model.eval()
     out = []
@@ -48,9 +71,7 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precisio
                 x = torch.cat([x, x.new_zeros(batch_size - n, *x.shape[1:])])
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(images.device, precision):
-                logits = model(x).float()
-                if tta:
-                    logits = (logits + model(x.flip(3)).float()) / 2
+                logits = tta_logits(model, x, tta)
             out.append(logits[:n])
     finally:
         model.train(was_training)
@@ -64,8 +85,10 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -
     per_class = torch.zeros(num_classes, device=labels.device).index_add_(
         0, labels, correct.float()) / torch.bincount(labels, minlength=num_classes).clamp(min=1)
     loss = F.cross_entropy(logits, labels)
-    acc, loss, per_class = torch.stack([correct.double().mean(), loss.double()]).tolist() + [
-        per_class.tolist()]  # the sync
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    acc, loss, per_class, present = torch.stack([correct.double().mean(), loss.double()]).tolist() \
+        + [per_class.tolist(), present.tolist()]  # the sync
+    per_class = [a if p else None for a, p in zip(per_class, present)]  # no image: no accuracy
     return {"accuracy": acc, "loss": loss, "per_class_accuracy": per_class}
 
 

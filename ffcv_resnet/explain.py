@@ -11,14 +11,41 @@ from torch import nn
 from .augment import to_float
 from .betons import beton_path, checked_metadata
 from .checkpoint import load_model
-from .errors import UserError
+from .config import option, require, require_range
+from .errors import UserError, say
 from .evaluate import predict
-from .figures import png_run_id
-from .gallery import Explained
+from .figures import plot_overview, plot_summary, png_run_id
+from .gallery import (Explained, confusion_from_errors, write_gallery, write_manifest,
+                      write_report)
 from .gradcam import grad_cam
 from .loaders import load_all
-from .records import Errors, Metrics, TestError, TestSet, read_json
+from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
 from .run import CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_history
+from .timing import DEVICE_NAMES, Stopwatch
+
+
+@dataclass
+class ExplainConfig:
+    """Explain: Grad-CAM of every test error"""
+    layer: str = option("layer3", "module whose activations Grad-CAM weighs (layer3 is 8x8)")
+    batch_size: int = option(1024, "images per Grad-CAM forward/backward")
+    page_size: int = option(24, "errors per gallery page")
+    precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
+                            ("auto", "bf16", "fp32"))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    overview: bool = option(True, "also draw 10 random training images per class")
+
+    def validate(self, prefix: str) -> None:
+        require_range(prefix, self, "batch_size", 2)
+        require_range(prefix, self, "page_size", 1)
+        require(bool(DEVICE_NAMES.fullmatch(self.device)), f"{prefix}.device", self.device,
+                "auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class ExplainRunConfig:
+    """Run: the finished run to explain"""
+    dir: str = option("runs/main", "run folder of a complete training run")
 
 
 @dataclass
@@ -43,8 +70,11 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
     errors = Errors.from_dict(read_json(path / ERRORS, "errors file"), str(path / ERRORS))
     ids = {"config.yaml": folder.run_id(), METRICS: metrics.run_id, CHECKPOINT: blob.get("run_id"),
            ERRORS: errors.run_id, CURVES: png_run_id(path / CURVES)}
-    ids.update({f"{HISTORY} line {i}": r.get("run_id")
-                for i, r in enumerate(read_history(path / HISTORY), 1)})
+    history = read_history(path / HISTORY)
+    if len(history) != metrics.epochs:
+        raise UserError(f"{path}: {HISTORY} holds {len(history)} epochs, {METRICS} says "
+                        f"{metrics.epochs}: an incomplete set of files")
+    ids.update({f"{HISTORY} line {i}": r.get("run_id") for i, r in enumerate(history, 1)})
     for name, run_id in ids.items():
         if run_id != metrics.run_id:
             raise UserError(f"{path}: files of different runs ({METRICS} is run "
@@ -83,7 +113,7 @@ def load_error_images(data_dir: Path, errors: list[TestError],
 
 
 def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], layer: str,
-            batch_size: int, precision: str = "fp32", tta: bool = True) -> Explained:
+            batch_size: int, precision: str = "fp32", tta: str = "flip") -> Explained:
     """Grad-CAM for the predicted and the true class of every error, sorted most confident first.
 
     Both maps of a batch come from one forward and one backward over [images; images].
@@ -128,3 +158,34 @@ def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int =
     if np.bincount(labels.numpy(), minlength=len(classes)).min() < per_class and len(idx) < n:
         images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"))
     return images.permute(0, 2, 3, 1).numpy(), labels.numpy()
+
+
+def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig, precision: str,
+                       device: torch.device, run_dir: Path, data_dir: Path,
+                       train_count: int) -> None:
+    """Grad-CAM every error, then the gallery, manifest, figures, report and explain.json."""
+    model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
+    explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision)  # warm-up
+    with Stopwatch(device) as cam_time:
+        e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
+    say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "
+          f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
+    with Stopwatch(device) as render_time:
+        pages = write_gallery(e, classes, run_dir / "gallery", ex.page_size, run_id=rid)
+        write_manifest(e, classes, run_dir / "manifest.csv", ex.page_size, rid)
+        plot_summary(confusion_from_errors(e, run.test.class_counts), classes,
+                     run_dir / "summary.png", rid)
+        if ex.overview:
+            plot_overview(*overview_images(data_dir, classes, train_count), classes,
+                          run_dir / "overview.png", run_id=rid)
+        summary = (f"run {rid}: {len(errors)} errors of {run.test.count} test images; "
+                   f"Grad-CAM at {ex.layer}; {int(e.pred_empty.sum())} empty predicted-class maps")
+        write_report(run_dir, pages, summary, rid)
+    write_json(run_dir / "explain.json", {
+        "run_id": rid, "errors": len(errors), "layer": ex.layer, "precision": precision,
+        "device": str(device), "gradcam_seconds": cam_time.seconds,
+        "render_seconds": render_time.seconds, "pages": len(pages),
+        "empty_pred_maps": int(e.pred_empty.sum()), "empty_true_maps": int(e.true_empty.sum()),
+        "torch": torch.__version__})
+    say(f"rendering: {len(pages)} pages, manifest, summary and overview in "
+          f"{render_time.seconds:.1f} s -> {run_dir / 'report.html'}")

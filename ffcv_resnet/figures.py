@@ -92,3 +92,19 @@ def plot_overview(images: np.ndarray, labels: np.ndarray, classes: list[str], pa
                     va="center", fontsize=9)
     fig.suptitle("CIFAR-10 training images, 10 random per class")
     save(fig, path, run_id)
+
+
+def plot_image_grid(images: np.ndarray, captions: list[str], title: str, path: Path,
+                    cols: int = 8) -> None:
+    """Images (N, 32, 32, 3) uint8 in a grid, each with its caption (an empty grid says so)."""
+    rows = max(1, -(-len(captions) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9 + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+    if not captions:
+        axes[0, 0].text(0, 0.5, "none", fontsize=12)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)

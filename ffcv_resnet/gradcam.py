@@ -30,6 +30,25 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
     return modules[layer]
 
 
+def check_layer(model: nn.Module, layer: str) -> nn.Module:
+    """`find_layer`, plus a UserError unless the layer's output is a (B, C, H, W) feature map."""
+    module, seen = find_layer(model, layer), []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not (seen and isinstance(seen[0], torch.Tensor) and seen[0].ndim == 4):
+        shape = tuple(seen[0].shape) if seen and isinstance(seen[0], torch.Tensor) else None
+        raise UserError(f"layer '{layer}' gives no feature map to weigh (output {shape}); "
+                        "choose a convolutional stage such as layer3")
+    return module
+
+
 @contextlib.contextmanager
 def _graph_from(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Run the model with no autograd graph up to `module`; its output becomes a fresh leaf that

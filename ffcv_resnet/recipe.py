@@ -3,17 +3,17 @@ and SGD-Nesterov without weight decay on BatchNorm weights and biases."""
 from __future__ import annotations
 
 import dataclasses
-import re
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import option, require, require_range
-from .evaluate import auto_precision
+from .evaluate import TTA, auto_precision
+from .timing import DEVICE_NAMES
 
 BASE_BATCH = 512  # --training.lr is the peak LR at this batch size; others scale linearly
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -23,6 +23,8 @@ class TrainConfig:
     batch_size: int = option(512, "training batch size")
     lr: float = option(0.4, f"peak learning rate at batch {BASE_BATCH}; the LR used is scaled "
                        f"linearly with the batch size (lr x batch_size / {BASE_BATCH})")
+    lr_start: float = option(0.0, "LR of the first step as a fraction of the peak (the warm-up "
+                             "rises linearly from it)")
     peak_epoch: float = option(4.0, "epoch at which the triangular LR schedule peaks (from 0 "
                                "to the peak, then down to 0 at the last step); a peak past the "
                                "middle of the run is moved to the middle")
@@ -38,7 +40,9 @@ class TrainConfig:
                                 "max-autotune-no-cudagraphs"))
     compile_cache: str = option("~/.cache/ffcv_resnet/inductor",
                                 "torch.compile's on-disk cache, kept between runs")
-    tta: bool = option(True, "flip test-time augmentation at evaluation")
+    tta: str = option("flip", "test-time augmentation at evaluation: none; flip (image and "
+                      "mirror); flip_translate (also 1-pixel shifts, as the published recipe)",
+                      TTA)
     eval_every: int = option(1, "evaluate every N epochs (0: only after the last)")
     eval_batch_size: int = option(1000, "evaluation batch size")
     seed: int = option(0, "seed of weights, data order and augmentation")
@@ -48,13 +52,16 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             require_range(prefix, self, name, 1)
         require_range(prefix, self, "lr", 0, low_open=True)
+        require(math.isfinite(peak_lr(self)), f"{prefix}.lr", self.lr,
+                f"a finite LR once scaled to batch {self.batch_size}")
         require_range(prefix, self, "peak_epoch", 0, low_open=True)
-        require_range(prefix, self, "momentum", 0, 1, high_open=True)
+        require_range(prefix, self, "lr_start", 0, 1)
+        require_range(prefix, self, "momentum", 0, 1, low_open=True, high_open=True)  # Nesterov
         require_range(prefix, self, "weight_decay", 0)
         require_range(prefix, self, "label_smoothing", 0, 1, high_open=True)
         require_range(prefix, self, "eval_every", 0)
         require_range(prefix, self, "seed", 0, 2**31 - 1)
-        require(bool(DEVICE.fullmatch(self.device)), f"{prefix}.device", self.device,
+        require(bool(DEVICE_NAMES.fullmatch(self.device)), f"{prefix}.device", self.device,
                 "auto, cpu, cuda or cuda:N")
         require(bool(self.compile_cache.strip()), f"{prefix}.compile_cache", self.compile_cache,
                 "a folder")
@@ -65,12 +72,12 @@ def peak_lr(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / BASE_BATCH
 
 
-def lr_factor(step: int, total: int, peak: float) -> float:
-    """Fraction of the peak LR used by step `step` (0-based) of `total`: rises linearly to 1 at
-    step `peak` (rounded to a whole step, and moved to the middle of the run when later), then
-    falls linearly to 0 at the last step (a one-step run takes its one step at the peak)."""
+def lr_factor(step: int, total: int, peak: float, start: float = 0.0) -> float:
+    """Fraction of the peak LR used by step `step` (0-based) of `total`: rises linearly from
+    `start` to 1 at step `peak` (rounded to a whole step, and moved to the middle of the run when
+    later), then falls linearly to 0 at the last step (a one-step run takes it at the peak)."""
     k, p = step + 1, min(max(1, round(peak)), max(1, total // 2))
-    return k / p if k <= p else max(0.0, (total - k) / max(total - p, 1))
+    return start + (1 - start) * k / p if k <= p else max(0.0, (total - k) / max(total - p, 1))
 
 
 def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
@@ -93,6 +100,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
 
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """Triangular schedule over every step of the run (see `lr_factor`)."""
-    total, peak = cfg.epochs * steps_per_epoch, cfg.peak_epoch * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                             lambda step: lr_factor(step, total, peak))
+    total = cfg.epochs * steps_per_epoch
+    peak = min(cfg.peak_epoch, cfg.epochs) * steps_per_epoch  # lr_factor moves it to mid-run
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, peak, cfg.lr_start))

@@ -52,7 +52,7 @@ class TestSet:
     count: int
     fingerprint: str  # of the source the betons were made from
     subset: list[int] | None  # test indices of a fixed subset, None for the whole split
-    tta: bool
+    tta: str  # none, flip or flip_translate
     class_counts: list[int]
 
     @classmethod
@@ -93,6 +93,7 @@ class Session:
     first_epoch: int  # the first epoch this process trained
     last_epoch: int
     compile_seconds: float
+    startup_seconds: float  # from the process's start to its first training step
     wall_seconds: float  # from start-up to its last checkpoint or to the end
 
 
@@ -102,12 +103,13 @@ class Metrics:
     run_id: str
     test_accuracy: float  # a fraction
     test_loss: float
-    per_class_accuracy: dict[str, float]
+    per_class_accuracy: dict[str, float | None]  # None: no test image of that class
     errors: int
     epochs: int
     train_seconds: float  # sum of the epochs' synchronised training times
     eval_seconds: float
     compile_seconds: float  # summed over sessions
+    startup_seconds: float  # the first session's time to its first training step
     checkpoint_seconds: float
     total_seconds: float  # summed wall time of every session (time lost to a kill not counted)
     images_per_second: float

@@ -109,14 +109,24 @@ class RunFolder:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / LOCK, "a+")
+        self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            foreign = self.foreign()  # a folder that is not a run's gets nothing written into it
+            if foreign:
+                raise UserError(f"{self.path}: holds files that are not a run's ({foreign[0]}, "
+                                "...); choose a new or empty folder")
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise UserError(f"{self.path}: cannot be used as a run folder "
+                            f"({e.strerror or e})") from None
+        self._lock = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.seek(0)
-            raise UserError(f"{self.path}: in use by another process "
-                            f"(pid {self._lock.read().strip() or '?'})") from None
+            pid = self._lock.read().strip() or "?"
+            self._lock.close()
+            raise UserError(f"{self.path}: in use by another process (pid {pid})") from None
         self._lock.truncate(0)
         self._lock.write(str(os.getpid()))
         self._lock.flush()
@@ -148,10 +158,7 @@ class RunFolder:
 
     def claim(self, overwrite: bool, resume: bool) -> None:
         """Check that a run may start here: refuse another run unless overwrite or resume."""
-        foreign, ours = self.foreign(), self.ours()
-        if foreign:
-            raise UserError(f"{self.path}: holds files that are not a run's ({foreign[0]}, ...); "
-                            "choose a new or empty folder")
+        ours = self.ours()
         if resume:
             if not ours:
                 raise UserError(f"{self.path}: no run to resume")
@@ -179,6 +186,10 @@ class RunFolder:
         write_yaml(self.path / CONFIG, {"run_id": run_id, **config})
 
     def release(self) -> None:
+        """Unlock; a folder this object created and nothing was written to is removed again."""
+        if self.created and os.listdir(self.path) == [LOCK]:
+            (self.path / LOCK).unlink(missing_ok=True)
+            self.path.rmdir()
         self._lock.close()
 
     def __enter__(self) -> "RunFolder":

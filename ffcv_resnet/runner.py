@@ -17,7 +17,7 @@ from .augment import AugmentConfig, BatchAugment
 from .betons import beton_path, checked_metadata
 from .checkpoint import load_state, restore, save_model, save_state
 from .config import ConfigError, DataConfig, as_dict, flatten, parse
-from .errors import TrainingFailed, UserError
+from .errors import TrainingFailed, UserError, say
 from .evaluate import find_errors, metrics, predict
 from .figures import plot_curves
 from .loaders import Batches, load_all, subset_indices, train_batches
@@ -32,7 +32,12 @@ SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "training": R.TrainCon
 # What a resumed run may set anew: where and how it runs, never what it computes.
 RESUMABLE = {"run.dir", "run.resume", "run.overwrite", "run.progress", "run.summary",
              "run.checkpoint_every", "data.dir", "data.workers", "data.os_cache",
-             "training.compile_cache"}
+             "training.compile_cache", "training.device"}
+
+
+def _recipe(config: dict) -> dict:
+    """{"section.name": value} of what a run computes (RESUMABLE left out)."""
+    return {k: v for k, v in flatten(config).items() if k not in RESUMABLE}
 
 
 HEADER = f"{'epoch':>5} {'lr':>7} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} " \
@@ -55,7 +60,8 @@ def parse_config(argv: Sequence[str] | None = None, description: str = "") -> di
         return cfg
     stored = flatten(read_config(Path(cfg["run"].dir)))
     cfg = parse(SECTIONS, argv, description, base=stored)
-    now = flatten(as_dict(cfg))
+    device = resolve_device(cfg["training"].device)  # compare 'auto' as this device resolves it
+    now = flatten(as_dict({**cfg, "training": R.resolved(cfg["training"], device)}))
     for key in sorted(set(stored) - RESUMABLE):
         if key in now and now[key] != stored[key]:
             raise ConfigError(f"--{key} {now[key]!r} differs from the resumed run's "
@@ -109,7 +115,7 @@ def load_data(cfg: dict, meta: dict, device: torch.device) -> RunData:
     return RunData(meta, batches, images, labels, index, test)
 
 
-def train_run(cfg: dict, started: float | None = None, log=print) -> Metrics:
+def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics:
     """Train one run into cfg["run"].dir (new, overwritten or resumed); return its metrics."""
     started = time.perf_counter() if started is None else started
     rc = cfg["run"]
@@ -119,9 +125,22 @@ def train_run(cfg: dict, started: float | None = None, log=print) -> Metrics:
     with RunFolder(Path(rc.dir)) as folder:
         folder.claim(rc.overwrite, rc.resume)
         state = load_state(folder.path / STATE) if rc.resume else None
-        if state is not None and state["run_id"] != folder.run_id():
-            raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
+        if state is not None:
+            _check_resumable(folder, state, meta, cfg)
         return _train(cfg, tc, device, meta, folder, state, started, log)
+
+
+def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict) -> None:
+    """last.pt belongs to this folder's run, its recipe is config.yaml's, the data is the same."""
+    if state["run_id"] != folder.run_id():
+        raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
+    saved, written = _recipe(state["config"]), _recipe(read_config(folder.path))
+    changed = sorted(k for k in saved.keys() | written.keys() if saved.get(k) != written.get(k))
+    if changed:
+        raise UserError(f"{folder.path / 'config.yaml'}: {changed[0]} is {written.get(changed[0])!r}"
+                        f" but the run trained with {saved.get(changed[0])!r}; restore it")
+    if state["progress"].get("fingerprint") != meta["source"]["fingerprint"]:
+        raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
 
 
 def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Metrics:
@@ -135,12 +154,14 @@ def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Met
     step = T.make_step(model, runner, tc, device, len(d.batches))
     augment = BatchAugment(cfg["augment"], device, tc.seed)
 
-    def evaluate():
-        logits = predict(runner, d.images, batch_size=tc.eval_batch_size,
+    def evaluate(images=d.images):
+        logits = predict(runner, images, batch_size=tc.eval_batch_size,
                          precision=tc.precision, tta=tc.tta)
-        return logits, metrics(logits, d.labels, len(meta["classes"]))
+        return logits, metrics(logits, d.labels[:len(images)], len(meta["classes"]))
 
-    compile_seconds = T.warm_up(model, step, evaluate, device) if tc.compile == "on" else 0.0
+    # compile on one evaluation batch: predict pads its tail, so that is the only shape it sees
+    compile_seconds = T.warm_up(model, step, lambda: evaluate(d.images[:tc.eval_batch_size]),
+                                device) if tc.compile == "on" else 0.0
     fingerprint = meta["source"]["fingerprint"]
     if state is None:
         run_id, history = new_run_id(), []
@@ -148,41 +169,44 @@ def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Met
         folder.start(run_id, as_dict(cfg))
     else:
         run_id, history, progress = state["run_id"], state["history"], state["progress"]
-        if progress.get("fingerprint") != fingerprint:
-            raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
         restore(state, model, step, augment, d.batches)
         log(f"resuming run {run_id} after epoch {state['epoch']}")
-    first = len(history) + 1
+    first, saved = len(history) + 1, {"epoch": state["epoch"] if state else None,
+                                      "done": len(history)}
     log(f"run {run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, loader "
         f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {R.peak_lr(tc):.4g}; "
         f"warm-up {compile_seconds:.1f} s")
     log(HEADER)
 
     def session(last: int) -> dict:
-        return dataclasses.asdict(Session(first, last, compile_seconds,
+        return dataclasses.asdict(Session(first, last, compile_seconds, startup,
                                           time.perf_counter() - started))
 
     def on_epoch(rows: list[dict]) -> None:
         write_history(folder.path / HISTORY, run_id, rows)
         log(row(rows[-1]), flush=True)
         every, epoch = cfg["run"].checkpoint_every, rows[-1]["epoch"]
+        saved["done"] = epoch
         if every and (epoch % every == 0 or epoch == tc.epochs):
             with Stopwatch(device) as t:
                 save_state(folder.path / STATE, run_id=run_id, epoch=epoch, model=model,
                            step=step, augment=augment, batches=d.batches, history=rows,
                            progress={**progress, "sessions": progress["sessions"]
-                                     + [session(epoch)]})
+                                     + [session(epoch)]}, config=as_dict(cfg))
             progress["checkpoint_seconds"] += t.seconds
+            saved["epoch"] = epoch
 
     progress_bar = cfg["run"].progress == "on" or (cfg["run"].progress == "auto"
                                                    and device.type == "cpu")
+    startup = time.perf_counter() - started
     try:
         history, logits, m = T.fit(step, d.batches, augment, evaluate, device, progress_bar,
                                    on_epoch, history)
     except TrainingFailed as e:
-        kept = f"the last good epoch is in {folder.path / STATE}" if (
-            folder.path / STATE).is_file() else "no epoch completed"
-        raise TrainingFailed(f"{e}; no model.pt or metrics.json written, {kept}") from None
+        kept = (f"{folder.path / STATE} holds epoch {saved['epoch']}" if saved["epoch"]
+                else f"no {STATE} was written")
+        raise TrainingFailed(f"{e}; no model.pt or metrics.json written; {saved['done']} "
+                             f"epoch(s) completed, {kept}") from None
     return _write_outputs(folder.path, run_id, cfg, model, d, history, logits, m,
                           lambda: progress["sessions"] + [session(len(history))], progress,
                           device)
@@ -205,6 +229,7 @@ def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, his
         epochs=len(history), train_seconds=train_seconds,
         eval_seconds=sum(h.get("eval_seconds", 0.0) for h in history),
         compile_seconds=sum(s.compile_seconds for s in sessions),
+        startup_seconds=sessions[0].startup_seconds,
         checkpoint_seconds=progress["checkpoint_seconds"],
         total_seconds=sum(s.wall_seconds for s in sessions),
         images_per_second=images / train_seconds, train_images=images,

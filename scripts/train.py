@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ffcv_resnet.errors import cli, handle_sigterm  # noqa: E402
+from ffcv_resnet.errors import cli, handle_sigterm, say  # noqa: E402
 
 
 @cli
@@ -21,7 +21,7 @@ def main() -> None:
     from ffcv_resnet.runner import parse_config, train_run
     cfg = parse_config(description=__doc__)
     r = train_run(cfg, started)
-    print(f"test accuracy {r.test_accuracy:.2%} ({r.errors} errors); training "
+    say(f"test accuracy {r.test_accuracy:.2%} ({r.errors} errors); training "
           f"{r.train_seconds:.1f} s, warm-up {r.compile_seconds:.1f} s, total "
           f"{r.total_seconds:.1f} s -> {cfg['run'].dir}")
 

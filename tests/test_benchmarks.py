@@ -12,9 +12,7 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
                    "--bench.scale", "0.05", "--bench.batch_size", "8", "--bench.device", "cpu",
                    "--bench.startup_compile", "off", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    tables = list(out.glob("*.md"))
-    assert len(tables) == 1
-    text = tables[0].read_text()
+    text = (out / "cpu.md").read_text()  # the device page gathers every suite's table
     for suite in ("loader", "gradcam", "train", "epoch", "startup"):
         assert f"### {suite}" in text
         (path,) = out.glob(f"{suite}-*.json")
@@ -35,6 +33,15 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
     assert {"ours batched", "grad-cam batched"} <= gradcam
     startup = json.loads(next(out.glob("startup-*.json")).read_text())
     assert [r["name"] for r in startup] == ["cold", "warm"]
+    assert all(0 < r["startup_seconds"] < r["total_seconds"] for r in startup)
+    for suite in ("loader", "gradcam", "train", "epoch", "startup"):  # each suite's own table
+        assert f"git {startup[0]['git_sha']}" in (out / f"{suite}-cpu.md").read_text()
+
+
+def test_readme_results_are_generated_from_the_records():
+    from conftest import ROOT
+    r = run_script(ROOT / "benchmarks" / "readme_results.py", "--check", timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 def test_suite_rejects_unknown_suites(learnable_data, tmp_path):

@@ -46,6 +46,9 @@ def _strict(text: str):
     (["--run.checkpoint_every", "-1"], "bad value -1 for --run.checkpoint_every"),
     (["--run.resume", "true", "--run.overwrite", "true"], "exclude each other"),
     (["--training.epoch", "3"], "unrecognized arguments: --training.epoch 3"),  # no prefixes
+    (["--training.momentum", "0"], "bad value 0.0 for --training.momentum"),  # Nesterov needs it
+    (["--training.lr", "1e308", "--training.batch_size", "32"], "finite LR once scaled"),
+    (["--data.workers", "100000000"], "bad value 100000000 for --data.workers"),
 ])
 def test_every_bad_option_is_one_config_error(args, message, tmp_path):
     from ffcv_resnet.runner import parse_config
@@ -122,7 +125,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_epoch(learnable_data, 
     run_dir = tmp_path / "r"
     with pytest.raises(TrainingFailed, match="diverged in epoch 2") as e:
         _train_in_process(learnable_data, run_dir)
-    assert "last good epoch" in str(e.value) and TrainingFailed.exit_code == 3
+    assert "1 epoch(s) completed" in str(e.value) and "last.pt holds epoch 1" in str(e.value)
+    assert TrainingFailed.exit_code == 3
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.pt").exists()
     state = torch.load(run_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in
@@ -260,3 +264,77 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(trained_run
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
                    "--run.resume", "true", timeout=120)
     assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_odd_yaml_and_huge_peaks_are_handled(tmp_path):
+    from ffcv_resnet.runner import parse_config
+    for text, message in [(b"\x00\xff", "cannot read config"),
+                          (b"training:\n  epochs: null\n", "no value for 'training.epochs'"),
+                          (b"run:\n  dir:\n", "no value for 'run.dir'")]:
+        (tmp_path / "c.yaml").write_bytes(text)
+        with pytest.raises(ConfigError, match=message):
+            parse_config(["-C", str(tmp_path / "c.yaml")])
+    cfg = T.TrainConfig(epochs=2, peak_epoch=1e308)  # moved to mid-run, no overflow
+    opt = T.make_optimizer(resnet18(), cfg, CPU)
+    sched = T.make_schedule(opt, cfg, 4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(T.peak_lr(cfg) / 4) and sched
+
+
+def test_unusable_or_refused_folders_get_one_line_and_nothing_written(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for bad in (tmp_path / "file" / "sub", tmp_path / "dangling"):
+        with pytest.raises(UserError, match="cannot be used as a run folder|not a folder"):
+            RunFolder(bad)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "victim.txt").write_text("keep me")
+    (foreign / ".lock").symlink_to(foreign / "victim.txt")
+    with pytest.raises(UserError, match="not a run's"):
+        RunFolder(foreign)
+    assert (foreign / "victim.txt").read_text() == "keep me"
+    with RunFolder(tmp_path / "new"):  # created, then left empty: removed again
+        pass
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_refuses_an_edited_config_and_accepts_auto_options(trained_run, learnable_data,
+                                                                  tmp_path):
+    from ffcv_resnet.runner import parse_config, train_run
+    run_dir = tmp_path / "r"
+    shutil.copytree(trained_run, run_dir)
+    for name in ("metrics.json", "model.pt", "errors.json", "curves.png"):
+        (run_dir / name).unlink()  # as if killed after its last checkpoint
+    config = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(config.replace("lr: 0.8", "lr: 80.0"))
+    with pytest.raises(UserError, match="training.lr is 80.0 but the run trained with 0.8"):
+        train_run(parse_config(["--run.dir", str(run_dir), "--run.resume", "true",
+                                "--data.dir", str(learnable_data)]), log=lambda *a, **k: None)
+    (run_dir / "config.yaml").write_text(config)
+    cfg = parse_config(["--run.dir", str(run_dir), "--run.resume", "true", "--data.dir",
+                        str(learnable_data), "--training.precision", "auto",
+                        "--training.compile", "auto", "--training.device", "cpu"])
+    m = train_run(cfg, log=lambda *a, **k: None)  # evaluates the trained epochs, then completes
+    assert m.epochs == 3 and (run_dir / "metrics.json").exists()
+
+
+def test_explain_refuses_a_missing_history_and_a_layer_without_feature_maps(trained_run,
+                                                                           learnable_data,
+                                                                           tmp_path):
+    run_dir = tmp_path / "r"
+    shutil.copytree(trained_run, run_dir)
+    r = run_script("scripts/explain.py", "--run.dir", run_dir, "--data.dir", learnable_data,
+                   "--explain.layer", "fc", timeout=120)
+    assert r.returncode == 2 and "layer 'fc' gives no feature map" in r.stderr
+    assert "Traceback" not in r.stderr
+    (run_dir / "history.jsonl").unlink()
+    r = run_script("scripts/explain.py", "--run.dir", run_dir, "--data.dir", learnable_data,
+                   timeout=120)
+    assert r.returncode == 2 and "history.jsonl holds 0 epochs" in r.stderr
+
+
+def test_per_class_accuracy_of_an_absent_class_is_null():
+    from ffcv_resnet.evaluate import metrics
+    logits = torch.eye(10)[[0, 1, 1]]
+    m = metrics(logits, torch.tensor([0, 1, 2]))
+    assert m["per_class_accuracy"][:3] == [1.0, 1.0, 0.0] and m["per_class_accuracy"][3] is None

@@ -108,7 +108,7 @@ def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained_run, lear
     model, _ = load_model(trained_run / "model.pt")
     precision = json.loads((trained_run / "metrics.json").read_text())["precision"]
     images, labels = load_all(beton_path(learnable_data, "test"), CPU)
-    logits = predict(model, images, batch_size=32, tta=True, precision=precision)
+    logits = predict(model, images, batch_size=32, tta="flip", precision=precision)
     recomputed = find_errors(logits, labels, torch.arange(60))
     saved = json.loads((trained_run / "errors.json").read_text())["errors"]
     assert [(e["index"], e["predicted"]) for e in recomputed] == \
@@ -143,13 +143,13 @@ def test_yaml_recipes_are_strict_and_the_command_line_wins(tmp_path, learnable_d
     assert r.returncode != 0 and "unknown option 'training.lr_peak'" in r.stderr
     from ffcv_resnet.config import parse
     good = tmp_path / "good.yaml"
-    good.write_text("training:\n  epochs: 7\n  tta: 'False'\n  lr: 0.3\n")
+    good.write_text("training:\n  epochs: 7\n  tta: none\n  lr: 0.3\n")
     os.environ["training.epochs"] = "99"  # fastargs would let this win; we ignore the environment
     try:
         cfg = parse({"training": TrainConfig}, ["-C", str(good), "--training.lr", "0.2"])
     finally:
         del os.environ["training.epochs"]
-    assert (cfg["training"].epochs, cfg["training"].tta, cfg["training"].lr) == (7, False, 0.2)
+    assert (cfg["training"].epochs, cfg["training"].tta, cfg["training"].lr) == (7, "none", 0.2)
 
 
 def test_help_lists_every_option_with_its_default():
