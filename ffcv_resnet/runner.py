@@ -40,18 +40,6 @@ def _recipe(config: dict) -> dict:
     return {k: v for k, v in flatten(config).items() if k not in RESUMABLE}
 
 
-HEADER = f"{'epoch':>5} {'lr':>7} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} " \
-         f"{'test_acc':>8} {'seconds':>7} {'img/s':>8}"
-
-
-def row(h: dict) -> str:
-    """One fixed-width line of the per-epoch table."""
-    test = (f"{h['test_loss']:>9.4f} {h['test_accuracy']:>8.2%}" if "test_accuracy" in h
-            else f"{'-':>9} {'-':>8}")
-    return (f"{h['epoch']:>5} {h['lr']:>7.4f} {h['train_loss']:>10.4f} {h['train_accuracy']:>9.2%} "
-            f"{test} {h['train_seconds']:>7.2f} {h['images_per_second']:>8.0f}")
-
-
 def parse_config(argv: Sequence[str] | None = None, description: str = "") -> dict[str, Any]:
     """Command line -> checked config; with --run.resume, the run's own config.yaml is the base
     and an option that would change what it computes is an error."""
@@ -176,7 +164,7 @@ def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Met
     log(f"run {run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, loader "
         f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {R.peak_lr(tc):.4g}; "
         f"warm-up {compile_seconds:.1f} s")
-    log(HEADER)
+    log(T.HEADER)
 
     def session(last: int) -> dict:
         return dataclasses.asdict(Session(first, last, compile_seconds, startup,
@@ -184,7 +172,7 @@ def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Met
 
     def on_epoch(rows: list[dict]) -> None:
         write_history(folder.path / HISTORY, run_id, rows)
-        log(row(rows[-1]), flush=True)
+        log(T.row(rows[-1]), flush=True)
         every, epoch = cfg["run"].checkpoint_every, rows[-1]["epoch"]
         saved["done"] = epoch
         if every and (epoch % every == 0 or epoch == tc.epochs):

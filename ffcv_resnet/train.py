@@ -18,6 +18,18 @@ from .recipe import TrainConfig, make_optimizer, make_schedule, peak_lr
 from .timing import Stopwatch
 
 
+HEADER = f"{'epoch':>5} {'lr':>7} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} " \
+         f"{'test_acc':>8} {'seconds':>7} {'img/s':>8}"
+
+
+def row(h: dict) -> str:
+    """One fixed-width line of the per-epoch table."""
+    test = (f"{h['test_loss']:>9.4f} {h['test_accuracy']:>8.2%}" if "test_accuracy" in h
+            else f"{'-':>9} {'-':>8}")
+    return (f"{h['epoch']:>5} {h['lr']:>7.4f} {h['train_loss']:>10.4f} {h['train_accuracy']:>9.2%} "
+            f"{test} {h['train_seconds']:>7.2f} {h['images_per_second']:>8.0f}")
+
+
 def use_compile_cache(path: str) -> None:
     """Keep Inductor's caches (FX graphs, autotuning, AOT autograd) in `path` across runs."""
     root = Path(path).expanduser()
