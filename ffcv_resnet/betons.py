@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import SPLITS
+from .cifar import CLASSES, SPLITS
 from .errors import DataError
 
 # ffcv.types' header layout, mirrored so that checking betons needs no ffcv/numba/torch import
@@ -81,7 +81,19 @@ def read_metadata(data_dir: Path) -> dict | None:
         meta = json.loads((Path(data_dir) / METADATA).read_text())
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION else None
+    return meta if _well_formed(meta) else None
+
+
+def _well_formed(meta) -> bool:
+    """The metadata this version writes: CIFAR-10's classes, int counts, SHA-256s, a source."""
+    try:
+        return (meta["format_version"] == FORMAT_VERSION and meta["classes"] == list(CLASSES)
+                and all(type(meta["counts"][s]) is int and meta["counts"][s] > 0
+                        and isinstance(meta["sha256"][s], str) for s in SPLITS)
+                and all(isinstance(meta["source"][k], str) for k in ("kind", "path",
+                                                                      "fingerprint")))
+    except (KeyError, TypeError):
+        return False
 
 
 def verify(path: Path, count: int, checksum: str) -> None:

@@ -22,7 +22,8 @@ BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_bat
 IMAGE_BYTES = 3 * 32 * 32
 MAX_BATCH_IMAGES = 10_000  # every official batch file holds exactly this many
 MAX_BATCH_FILE_BYTES = 40 << 20  # 10,000 x 3,072 pixel bytes plus labels and names: ~31 MB
-MAX_IMAGE_FILE_BYTES = 1 << 20  # one 32x32 image in any format Pillow reads
+MAX_IMAGE_FILE_BYTES = 64 << 10  # one 32x32 image: ~3 KB raw, far less than this in any format
+MAX_SPLIT_IMAGES = 100_000  # twice CIFAR-10's training split
 
 
 @dataclass
@@ -58,8 +59,11 @@ def tar_members(path: Path, wanted: Callable[[str], bool] = lambda name: True,
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
-                if not member.isfile() or not wanted(member.name):
+                if member.isdir() or not wanted(member.name):
                     continue
+                if not member.isfile():
+                    raise DataError(f"{path}:{member.name}: a link or special file, not an "
+                                    "image (only regular files are read)")
                 if max_bytes is not None and member.size > max_bytes:
                     raise DataError(f"{path}:{member.name}: {member.size} bytes, more than any "
                                     f"CIFAR-10 file ({max_bytes} at most)")

@@ -92,11 +92,14 @@ def _stop_writers(writer, tb) -> None:
         p.join(timeout=5)
         if p.is_alive():
             p.kill()
+    import gc
+    queues = [v for v in gc.get_objects() if isinstance(v, multiprocessing.queues.Queue)]
     while tb is not None:  # the writer's queues would block interpreter exit on a full pipe
-        for v in list(tb.tb_frame.f_locals.values()):
-            if isinstance(v, multiprocessing.queues.Queue):
-                v.cancel_join_thread()
+        queues += [v for v in list(tb.tb_frame.f_locals.values())
+                   if isinstance(v, multiprocessing.queues.Queue)]
         tb = tb.tb_next
+    for q in queues:
+        q.cancel_join_thread()
     sm = getattr(writer, "metadata_sm", None)
     if sm is not None and not isinstance(sm, int):
         try:
@@ -156,6 +159,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _check_writable(data_dir: Path) -> None:
+    """DataError unless `data_dir` is a folder, or can become one, that this process can write."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: exists and is not a folder")
+    existing = next((p for p in [data_dir, *data_dir.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise DataError(f"{data_dir}: {existing} is not a folder")
+
+
 def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int = 0,
             log=print) -> dict:
     """Make train.beton and test.beton in `data_dir` from `source` unless they are up to date.
@@ -165,8 +177,12 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
     source, else from the one they were made from.
     """
     data_dir = Path(data_dir)
-    for p in remove_stale_temporaries(data_dir) if data_dir.is_dir() else []:
-        log(f"removed {p}, left by a killed run")
+    _check_writable(data_dir)
+    try:
+        for p in remove_stale_temporaries(data_dir) if data_dir.is_dir() else []:
+            log(f"removed {p}, left by a killed run")
+    except OSError:
+        pass  # a read-only folder can still hold betons that are up to date
     meta = read_metadata(data_dir)
     problem = damage(data_dir, meta) if meta else None
     if not source and meta and not force:
@@ -179,7 +195,7 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
             raise DataError(f"{problem}; its source {recorded} is gone: rebuild with "
                             "--data.source SOURCE")
         log(f"{problem}: rebuilding from {recorded}")
-        source = str(recorded)
+        source, problem = str(recorded), "said"
     src = Path(source).expanduser() if source else download(data_dir)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
@@ -189,19 +205,27 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
             log(f"{data_dir}: betons up to date (from {src}); nothing to do "
                 "(--data.force rebuilds)")
             return meta
-        log(f"{problem}: rebuilding")
+        if problem != "said":
+            log(f"{problem}: rebuilding")
     kind = detect(src)
     log(f"reading {kind} {src}")
     splits = read_source(src, kind, log)  # every image checked before anything is written
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / METADATA).unlink(missing_ok=True)  # betons count as complete only with metadata
     checksums = {}
-    for name, split in splits.items():
-        log(f"writing {beton_path(data_dir, name)} ({len(split.labels)} images)")
-        checksums[name] = write_beton(beton_path(data_dir, name), split, workers)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # The old metadata stays until replaced: a beton renamed into place no longer matches
+        # its checksum, so an interrupted rebuild is found damaged and rebuilt from that source.
+        for name, split in splits.items():
+            log(f"writing {beton_path(data_dir, name)} ({len(split.labels)} images)")
+            checksums[name] = write_beton(beton_path(data_dir, name), split, workers)
+    except OSError as e:
+        raise DataError(f"{data_dir}: cannot write the betons ({e.strerror or e})") from None
     meta = {"format_version": FORMAT_VERSION, "classes": list(CLASSES),
             "counts": {s: len(splits[s].labels) for s in SPLITS}, "sha256": checksums,
             "source": {"kind": kind, "path": str(src.resolve()), "fingerprint": stamp},
             "image": {"shape": [32, 32, 3], "dtype": "uint8", "write_mode": "raw"}}
-    atomic_write_bytes(data_dir / METADATA, json.dumps(meta, indent=2).encode())
+    try:
+        atomic_write_bytes(data_dir / METADATA, json.dumps(meta, indent=2).encode())
+    except OSError as e:
+        raise DataError(f"{data_dir}: cannot write {METADATA} ({e.strerror or e})") from None
     return meta

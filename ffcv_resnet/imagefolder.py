@@ -15,7 +15,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .cifar import CLASSES, MAX_IMAGE_FILE_BYTES, SPLITS, Split, check_split, tar_members
+from .cifar import (CLASSES, MAX_IMAGE_FILE_BYTES, MAX_SPLIT_IMAGES, SPLITS, Split,
+                    check_split, tar_members)
 from .errors import DataError
 
 LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -80,11 +81,15 @@ class _Layout:
 
 
 def _read(items: Iterator[tuple[str, bytes]], layout: _Layout, log) -> dict[str, Split]:
-    """(path, bytes) of the wanted images -> splits, sorted by class then file name."""
-    found: dict[str, list[tuple[int, str, bytes]]] = {s: [] for s in SPLITS}
+    """(path, bytes) of the wanted images -> splits, sorted by class then file name. Each image
+    is decoded as it arrives, so memory holds pixels, never a pile of undecoded files."""
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in SPLITS}
     for name, raw in items:
         _, split, cls, fname = _place(name, layout.where)
-        found[split].append((CLASSES.index(cls), fname, raw))
+        if len(found[split]) >= MAX_SPLIT_IMAGES:
+            raise DataError(f"{layout.where}: more than {MAX_SPLIT_IMAGES} images under "
+                            f"'{split}/', far more than CIFAR-10 holds")
+        found[split].append((CLASSES.index(cls), fname, decode_image(raw, f"{layout.where}:{name}")))
     if layout.skipped:
         n = len(layout.skipped)
         log(f"skipped {n} file{'s' if n > 1 else ''} outside split/class/file or litter "
@@ -92,7 +97,7 @@ def _read(items: Iterator[tuple[str, bytes]], layout: _Layout, log) -> dict[str,
     return {split: _stack(entries, split, layout.where) for split, entries in found.items()}
 
 
-def _stack(entries: list[tuple[int, str, bytes]], split: str, where: str) -> Split:
+def _stack(entries: list[tuple[int, str, np.ndarray]], split: str, where: str) -> Split:
     if not entries:
         raise DataError(f"{where}: empty split, no images under '{split}/'")
     present = {label for label, _, _ in entries}
@@ -100,8 +105,7 @@ def _stack(entries: list[tuple[int, str, bytes]], split: str, where: str) -> Spl
     if missing:
         raise DataError(f"{where}: missing class folder '{split}/{missing[0]}'")
     entries.sort(key=lambda e: (e[0], e[1]))
-    images = np.stack([decode_image(raw, f"{where}:{split}/{CLASSES[label]}/{fname}")
-                       for label, fname, raw in entries])
+    images = np.stack([image for _, _, image in entries])
     return check_split(Split(images, np.array([e[0] for e in entries], dtype=np.int64)),
                        f"{where} ({split})")
 
@@ -114,6 +118,8 @@ def read_image_folder(root: Path, log=print) -> dict[str, Split]:
         for split in SPLITS:
             for path in sorted((root / split).rglob("*")):
                 name = path.relative_to(root).as_posix()
+                if path.is_symlink():
+                    raise DataError(f"{path}: a symbolic link (only regular files are read)")
                 if not path.is_file() or not layout.wanted(name):
                     continue
                 if path.stat().st_size > MAX_IMAGE_FILE_BYTES:

@@ -92,7 +92,10 @@ def parse_batch(raw: bytes, where: str) -> Split:
         raise DataError(f"{where}: not a CIFAR-10 batch ({e})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{where}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    try:
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: not a CIFAR-10 batch (a key that is not text)") from None
     data, labels = batch.get("data"), batch.get("labels")
     if not (isinstance(data, _Array) and data.dtype == np.uint8 and data.ndim == 2):
         raise DataError(f"{where}: 'data' is not a uint8 (N, 3072) array of 32x32 RGB images")

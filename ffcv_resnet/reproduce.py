@@ -22,10 +22,13 @@ from .errors import UserError, say
 from .records import read_json
 from .reproduce_record import cross_seed, goals, stats, write_record
 from .runner import parse_config, train_run
+from .run import RunFolder
 from .timing import DEVICE_NAMES, provenance, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = {"train_subset": 256, "test_subset": 100}  # CPU smoke mode: tiny subsets, 1 epoch
+# what the budget assumes the first seed takes, before one has been measured
+FIRST_SEED_SECONDS = {"smoke": 20.0, "cuda": 90.0, "cpu": 3600.0}
 
 
 @dataclass
@@ -93,9 +96,15 @@ def _script(args: list[str], what: str) -> None:
 def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, Path, Path]:
     """Run every stage that fits the budget; write the record: (record, json path, md path)."""
     budget, device = Budget(rc.budget_minutes), resolve_device(rc.device)
-    out = Path(rc.out)
+    # absolute paths: explain.py and the benchmarks run from the repository root
+    out, results, data_dir = Path(rc.out).resolve(), Path(rc.results).resolve(), data_dir.resolve()
+    recipe = _calibration_recipe(rc.calibration)
+    _check_folders(out, results, 2 if rc.smoke else rc.seeds)
     record = {**provenance(device), "command": " ".join(sys.argv), "smoke": rc.smoke,
-              "budget_minutes": rc.budget_minutes}
+              "budget_minutes": rc.budget_minutes,
+              "disabled": [name for name, on in (("calibration", bool(rc.calibration)),
+                                                 ("explain", rc.explain), ("bench", rc.bench))
+                           if not on]}
     t = time.perf_counter()
     meta = prepare(data_dir, source)
     record["data"] = {"source_kind": meta["source"]["kind"], "source": meta["source"]["path"],
@@ -104,11 +113,13 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     if rc.smoke:
         common += ["--data.train_subset", str(min(SMOKE["train_subset"], meta["counts"]["train"])),
                    "--data.test_subset", str(min(SMOKE["test_subset"], meta["counts"]["test"])),
-                   "--training.epochs", "1", "--training.batch_size", "32",
+                   "--training.epochs", "1", "--training.batch_size",
+                   str(max(1, min(32, meta["counts"]["train"] // 2))),
                    "--training.eval_batch_size", "50", "--run.progress", "off"]
     seeds, n_seeds = [], 2 if rc.smoke else rc.seeds
+    first = "smoke" if rc.smoke else device.type  # the prior for a stage nothing has timed yet
     for seed in range(n_seeds):
-        estimate = seeds[-1]["total_seconds"] if seeds else 0.0
+        estimate = seeds[-1]["total_seconds"] if seeds else FIRST_SEED_SECONDS[first]
         if not budget.fits(f"seed {seed}", estimate):
             break
         say(f"[seed {seed}]")
@@ -118,12 +129,13 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     record["summary"] = {k: stats([s[k] for s in seeds]) for k in (
         "test_accuracy", "train_seconds", "compile_seconds", "startup_seconds",
         "images_per_second")} if seeds else {}
-    if rc.calibration and budget.fits("calibration", 1.5 * (seeds[0]["total_seconds"]
-                                                            if seeds else 0.0)):
+    if recipe and budget.fits("calibration", 1.5 * (seeds[0]["total_seconds"] if seeds else
+                                                    FIRST_SEED_SECONDS[first])):
         say("[calibration]")
-        recipe = rc.calibration if Path(rc.calibration).is_file() else str(ROOT / rc.calibration)
         record["calibration"] = {"recipe": rc.calibration, **_train(
             ["-C", recipe, *common], out / "calibration", rc.smoke)}
+    if rc.explain and not seeds:
+        budget.skipped.append({"stage": "explain", "reason": "no seed was trained"})
     if rc.explain and seeds and budget.fits("explain", 60.0):
         say("[explain]")
         _script(["scripts/explain.py", "--run.dir", seeds[0]["run_dir"], "--data.dir",
@@ -134,8 +146,8 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
         extra = ["--bench.suites", "loader,gradcam", "--bench.scale", "0.05",
                  "--bench.tag", "smoke"] if rc.smoke else []
         _script(["benchmarks/run_all.py", "--data.dir", str(data_dir), "--bench.device",
-                 rc.device, "--bench.out", rc.results, *extra], "the benchmark suite")
-        record["bench"] = {"results": rc.results}
+                 rc.device, "--bench.out", str(results), *extra], "the benchmark suite")
+        record["bench"] = {"results": str(results)}
     record["cross_seed"] = cross_seed({s["seed"]: s["error_indices"] for s in seeds})
     if seeds:
         always_wrong_page(record["cross_seed"]["always_wrong"], data_dir, meta["classes"],
@@ -143,7 +155,30 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     record["goals"] = {} if rc.smoke else goals(record)  # smoke runs say nothing of the goals
     record["skipped"] = budget.skipped
     record["seconds"] = budget.elapsed()
-    return (record, *write_record(record, Path(rc.results)))
+    return (record, *write_record(record, results))
+
+
+def _calibration_recipe(name: str) -> str:
+    """The calibration recipe's path ('' for none), checked as a config before anything runs."""
+    if not name:
+        return ""
+    path = Path(name) if Path(name).is_file() else ROOT / name
+    parse_config(["-C", str(path)])  # a bad recipe is found now, not after the seeds
+    return str(path)
+
+
+def _check_folders(out: Path, results: Path, seeds: int) -> None:
+    """Every folder this run writes can be written; the previous run's outputs are removed, so
+    that nothing left from it can pass for this run's."""
+    for folder in (out, results):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: exists and is not a folder")
+    names = [f"seed-{k}" for k in range(max(seeds, 100))] + ["calibration"]
+    for name in names:
+        if (out / name).exists():
+            with RunFolder(out / name) as folder:  # refuses a folder of someone else's files
+                folder.clear()
+    (out / "always-wrong.png").unlink(missing_ok=True)
 
 
 def always_wrong_page(indices: list[int], data_dir: Path, classes: list[str],

@@ -74,6 +74,8 @@ def markdown(r: dict) -> str:
              f"{' (smoke subsets)' if r['smoke'] else ''}. Command: `{r['command']}`.", "",
              "| run | seeds | test accuracy mean ± sd (min–max) | train s mean | compile s mean "
              "| first step s mean | img/s mean |", "|---|---|---|---|---|---|---|"]
+    if not s and not r.get("calibration"):
+        lines = lines[:-2] + ["No run was trained."]
     if s:
         a = s["test_accuracy"]
         lines.append(f"| default recipe, {r['seeds'][0]['epochs']} epochs | {a['n']} | {f(a['mean'], 1)} ± {f(a['sd'], 1)} "
@@ -98,8 +100,12 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {g['target']:.4g} | {g['measured']:.4g} | "
                          f"{'yes' if g['met'] else 'no'} | {g['margin']:+.4g} |")
     for s in r["skipped"]:
-        lines.append(f"\nSkipped {s['stage']}: needed ~{s['estimated_seconds']} s, "
-                     f"{s['seconds_left']} s of the {r['budget_minutes']}-minute budget left.")
+        why = s.get("reason") or (f"needed ~{s['estimated_seconds']} s, "
+                                  f"{max(s['seconds_left'], 0):.1f} s of the "
+                                  f"{r['budget_minutes']}-minute budget left")
+        lines.append(f"\nSkipped {s['stage']}: {why}.")
+    if r.get("disabled"):
+        lines.append(f"\nNot asked for: {', '.join(r['disabled'])}.")
     return "\n".join(lines) + "\n"
 
 

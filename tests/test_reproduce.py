@@ -53,6 +53,25 @@ def test_a_budget_too_small_skips_stages_and_says_so(learnable_data, tmp_path):
     rc = ReproduceConfig(budget_minutes=1e-6, smoke=True, out=str(tmp_path / "runs"),
                          results=str(tmp_path / "results"))
     record, json_path, md_path = reproduce(rc, learnable_data, "")
-    assert [s["stage"] for s in record["skipped"]] == ["seed 0", "calibration", "bench"]
+    assert [s["stage"] for s in record["skipped"]] == ["seed 0", "calibration", "explain", "bench"]
     assert record["seeds"] == [] and "Skipped seed 0" in md_path.read_text()
     assert json.loads(json_path.read_text())["skipped"] == record["skipped"]
+
+
+def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data, tmp_path):
+    from ffcv_resnet.errors import UserError
+    (tmp_path / "file").write_text("x")
+    foreign = tmp_path / "out" / "seed-1"
+    foreign.mkdir(parents=True)
+    (foreign / "mine.txt").write_text("keep")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  epochs: [oops\n")
+    for kwargs, message in [({"results": str(tmp_path / "file")}, "is not a folder"),
+                            ({"out": str(tmp_path / "out")}, "not a run's"),
+                            ({"calibration": str(bad)}, "cannot read config")]:
+        rc = ReproduceConfig(smoke=True, **{"out": str(tmp_path / "o"),
+                                            "results": str(tmp_path / "r"), **kwargs})
+        with pytest.raises(UserError, match=message):
+            reproduce(rc, learnable_data, "")
+        assert not (tmp_path / "o" / "seed-0").exists()
+    assert (foreign / "mine.txt").read_text() == "keep"
