@@ -29,6 +29,8 @@ def decode_image(raw: bytes, where: str) -> np.ndarray:
             if im.mode != "RGB" or im.size != (32, 32):  # checked before decoding the pixels
                 raise DataError(f"{where}: image is {im.size[0]}x{im.size[1]} {im.mode}, "
                                 "expected 32x32 RGB")
+            if getattr(im, "n_frames", 1) > 1:
+                raise DataError(f"{where}: an animated image ({im.n_frames} frames)")
             im.load()
             return np.asarray(im, dtype=np.uint8)
     except DataError:

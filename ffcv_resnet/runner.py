@@ -1,11 +1,10 @@
-"""One training run end to end: config checks, the run folder, data, warm-up, the epoch loop with
-checkpoints and divergence checks, and the outputs, metrics.json last. scripts/train.py wires it.
-"""
+"""One training run end to end: config checks (a resumed run's included), the run folder, the
+epoch loop with history, checkpoints and divergence checks, and the outputs, metrics.json last.
+scripts/train.py wires it; engine.py builds what trains."""
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,16 +12,14 @@ import torch
 
 from . import recipe as R
 from . import train as T
-from .augment import AugmentConfig, BatchAugment
-from .betons import beton_path, checked_metadata
+from .augment import AugmentConfig
 from .checkpoint import load_state, restore, save_model, save_state
 from .config import ConfigError, DataConfig, as_dict, flatten, parse
+from .engine import Engine, RunData, build_engine, check_data
 from .errors import TrainingFailed, UserError, say
-from .evaluate import find_errors, metrics, predict
+from .evaluate import find_errors
 from .figures import plot_curves
-from .loaders import Batches, load_all, subset_indices, train_batches
-from .model import resnet18, summary
-from .records import Errors, Metrics, Session, TestError, TestSet, write_json
+from .records import Errors, Metrics, Session, TestError, write_json
 from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig, RunFolder,
                   new_run_id, read_config, write_history)
 from .timing import Stopwatch, device_name, resolve_device
@@ -57,52 +54,6 @@ def parse_config(argv: Sequence[str] | None = None, description: str = "") -> di
     return cfg
 
 
-@dataclass
-class RunData:
-    """Everything a run reads: training batches and the test split on the device."""
-    meta: dict
-    batches: Batches
-    images: torch.Tensor  # (N, 3, 32, 32) uint8
-    labels: torch.Tensor  # (N,)
-    index: torch.Tensor  # (N,) test-split index of each image
-    test: TestSet
-
-
-def check_data(cfg: dict) -> dict:
-    """The betons' metadata, after checking that an epoch holds at least one batch."""
-    data, tc = cfg["data"], cfg["training"]
-    meta = checked_metadata(Path(data.dir))
-    n = data.train_subset or meta["counts"]["train"]
-    if data.train_subset > meta["counts"]["train"]:
-        raise UserError(f"--data.train_subset {data.train_subset}: the training split has "
-                        f"only {meta['counts']['train']} images")
-    if data.test_subset > meta["counts"]["test"]:
-        raise UserError(f"--data.test_subset {data.test_subset}: the test split has only "
-                        f"{meta['counts']['test']} images")
-    if tc.batch_size > n:
-        raise UserError(f"--training.batch_size {tc.batch_size} is more than the {n} training "
-                        "images: an epoch would hold no batch")
-    return meta
-
-
-def load_data(cfg: dict, meta: dict, device: torch.device) -> RunData:
-    """Checked betons -> training batches (either path) and the test split on the device."""
-    data, tc, data_dir = cfg["data"], cfg["training"], Path(cfg["data"].dir)
-    counts = meta["counts"]
-    train_idx = subset_indices(counts["train"], data.train_subset, tc.seed)
-    test_idx = subset_indices(counts["test"], data.test_subset, 0)
-    batches = train_batches(data.loader, beton_path(data_dir, "train"), tc.batch_size, device,
-                            order=data.order, seed=tc.seed, os_cache=data.os_cache,
-                            indices=train_idx, workers=data.workers)
-    images, labels = load_all(beton_path(data_dir, "test"), device, test_idx)
-    index = torch.as_tensor(test_idx if test_idx is not None else range(counts["test"]),
-                            device=device)
-    test = TestSet(count=int(len(labels)), fingerprint=meta["source"]["fingerprint"],
-                   subset=None if test_idx is None else test_idx.tolist(), tta=tc.tta,
-                   class_counts=torch.bincount(labels, minlength=len(meta["classes"])).tolist())
-    return RunData(meta, batches, images, labels, index, test)
-
-
 def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics:
     """Train one run into cfg["run"].dir (new, overwritten or resumed); return its metrics."""
     started = time.perf_counter() if started is None else started
@@ -131,73 +82,73 @@ def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict) -> N
         raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
 
 
-def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Metrics:
-    T.use_compile_cache(tc.compile_cache)
-    torch.manual_seed(tc.seed)
-    d = load_data(cfg, meta, device)
-    model = resnet18(len(meta["classes"]))
-    if cfg["run"].summary:
-        log(summary(model))
-    runner = T.prepare_model(model, tc, device)
-    step = T.make_step(model, runner, tc, device, len(d.batches))
-    augment = BatchAugment(cfg["augment"], device, tc.seed)
+class RunProgress:
+    """A run's files while it trains: history after every epoch, last.pt when due, and each
+    process's share of the time (sessions). Starts a new run or restores a resumed one."""
 
-    def evaluate(images=d.images):
-        logits = predict(runner, images, batch_size=tc.eval_batch_size,
-                         precision=tc.precision, tta=tc.tta)
-        return logits, metrics(logits, d.labels[:len(images)], len(meta["classes"]))
+    def __init__(self, cfg: dict, folder: RunFolder, e: Engine, state: dict | None,
+                 fingerprint: str, started: float, log=say):
+        self.cfg, self.folder, self.e, self.started, self.log = cfg, folder, e, started, log
+        if state is None:
+            self.run_id, self.history = new_run_id(), []
+            self.progress = {"sessions": [], "checkpoint_seconds": 0.0,
+                             "fingerprint": fingerprint}
+            folder.start(self.run_id, as_dict(cfg))
+        else:
+            self.run_id, self.history, self.progress = (state["run_id"], state["history"],
+                                                        state["progress"])
+            restore(state, e.model, e.step, e.augment, e.data.batches)
+            log(f"resuming run {self.run_id} after epoch {state['epoch']}")
+        self.first, self.done = len(self.history) + 1, len(self.history)
+        self.saved = state["epoch"] if state else None  # the epoch last.pt holds
+        self.startup = 0.0  # set when training starts
 
-    # compile on one evaluation batch: predict pads its tail, so that is the only shape it sees
-    compile_seconds = T.warm_up(model, step, lambda: evaluate(d.images[:tc.eval_batch_size]),
-                                device) if tc.compile == "on" else 0.0
-    fingerprint = meta["source"]["fingerprint"]
-    if state is None:
-        run_id, history = new_run_id(), []
-        progress = {"sessions": [], "checkpoint_seconds": 0.0, "fingerprint": fingerprint}
-        folder.start(run_id, as_dict(cfg))
-    else:
-        run_id, history, progress = state["run_id"], state["history"], state["progress"]
-        restore(state, model, step, augment, d.batches)
-        log(f"resuming run {run_id} after epoch {state['epoch']}")
-    first, saved = len(history) + 1, {"epoch": state["epoch"] if state else None,
-                                      "done": len(history)}
-    log(f"run {run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, loader "
-        f"{cfg['data'].loader}, {len(d.batches)} batches/epoch, peak LR {R.peak_lr(tc):.4g}; "
-        f"warm-up {compile_seconds:.1f} s")
-    log(T.HEADER)
+    def session(self, last: int) -> dict:
+        """This process's share of the run so far."""
+        return dataclasses.asdict(Session(self.first, last, self.e.compile_seconds, self.startup,
+                                          time.perf_counter() - self.started))
 
-    def session(last: int) -> dict:
-        return dataclasses.asdict(Session(first, last, compile_seconds, startup,
-                                          time.perf_counter() - started))
+    def on_epoch(self, rows: list[dict]) -> None:
+        """After each epoch: the history, its table row, and last.pt when due."""
+        write_history(self.folder.path / HISTORY, self.run_id, rows)
+        self.log(T.row(rows[-1]), flush=True)
+        every, epoch = self.cfg["run"].checkpoint_every, rows[-1]["epoch"]
+        self.done = epoch
+        if every and (epoch % every == 0 or epoch == self.cfg["training"].epochs):
+            e = self.e
+            with Stopwatch(e.data.images.device) as t:
+                save_state(self.folder.path / STATE, run_id=self.run_id, epoch=epoch,
+                           model=e.model, step=e.step, augment=e.augment, batches=e.data.batches,
+                           history=rows, config=as_dict(self.cfg),
+                           progress={**self.progress, "sessions": self.progress["sessions"]
+                                     + [self.session(epoch)]})
+            self.progress["checkpoint_seconds"] += t.seconds
+            self.saved = epoch
 
-    def on_epoch(rows: list[dict]) -> None:
-        write_history(folder.path / HISTORY, run_id, rows)
-        log(T.row(rows[-1]), flush=True)
-        every, epoch = cfg["run"].checkpoint_every, rows[-1]["epoch"]
-        saved["done"] = epoch
-        if every and (epoch % every == 0 or epoch == tc.epochs):
-            with Stopwatch(device) as t:
-                save_state(folder.path / STATE, run_id=run_id, epoch=epoch, model=model,
-                           step=step, augment=augment, batches=d.batches, history=rows,
-                           progress={**progress, "sessions": progress["sessions"]
-                                     + [session(epoch)]}, config=as_dict(cfg))
-            progress["checkpoint_seconds"] += t.seconds
-            saved["epoch"] = epoch
-
-    progress_bar = cfg["run"].progress == "on" or (cfg["run"].progress == "auto"
-                                                   and device.type == "cpu")
-    startup = time.perf_counter() - started
-    try:
-        history, logits, m = T.fit(step, d.batches, augment, evaluate, device, progress_bar,
-                                   on_epoch, history)
-    except TrainingFailed as e:
-        kept = (f"{folder.path / STATE} holds epoch {saved['epoch']}" if saved["epoch"]
+    def failure(self, e: TrainingFailed) -> TrainingFailed:
+        """The divergence message, with what was completed and what last.pt holds."""
+        kept = (f"{self.folder.path / STATE} holds epoch {self.saved}" if self.saved
                 else f"no {STATE} was written")
-        raise TrainingFailed(f"{e}; no model.pt or metrics.json written; {saved['done']} "
-                             f"epoch(s) completed, {kept}") from None
-    return _write_outputs(folder.path, run_id, cfg, model, d, history, logits, m,
-                          lambda: progress["sessions"] + [session(len(history))], progress,
-                          device)
+        return TrainingFailed(f"{e}; no model.pt or metrics.json written; {self.done} "
+                              f"epoch(s) completed, {kept}")
+
+
+def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Metrics:
+    e = build_engine(cfg, meta, device, log)
+    run = RunProgress(cfg, folder, e, state, meta["source"]["fingerprint"], started, log)
+    log(f"run {run.run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, "
+        f"loader {cfg['data'].loader}, {len(e.data.batches)} batches/epoch, peak LR "
+        f"{R.peak_lr(tc):.4g}; warm-up {e.compile_seconds:.1f} s\n{T.HEADER}")
+    bar = cfg["run"].progress == "on" or (cfg["run"].progress == "auto" and device.type == "cpu")
+    run.startup = time.perf_counter() - started
+    try:
+        history, logits, m = T.fit(e.step, e.data.batches, e.augment, e.evaluate, device, bar,
+                                   run.on_epoch, run.history)
+    except TrainingFailed as err:
+        raise run.failure(err) from None
+    return _write_outputs(folder.path, run.run_id, cfg, e.model, e.data, history, logits, m,
+                          lambda: run.progress["sessions"] + [run.session(len(history))],
+                          run.progress, device)
 
 
 def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, history, logits,
