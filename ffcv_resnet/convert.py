@@ -18,7 +18,7 @@ from pathlib import Path
 from .betons import (FORMAT_VERSION, METADATA, beton_path, check_beton, damage, read_metadata,
                      sha256_file)
 from .cifar import CLASSES, SPLITS, Split
-from .errors import DataError, Interrupted, atomic_write_bytes
+from .errors import DataError, Interrupted, atomic_write_bytes, exit_at_once
 from .sources import detect, download, fingerprint, read_source
 
 
@@ -39,12 +39,17 @@ class _WriteGuard:
     """While FFCV's forked writers run: Ctrl-C and SIGTERM stop the parent with an exception and
     make each worker (which inherits the handler) exit at once, quietly.
 
-    Python ignores an exception raised while a fork hook runs (FFCV forks its workers): a
-    watchdog sends the signal again until the exception has really reached the writer's caller.
+    Two ways a signal can get lost are covered by a watchdog thread: the kernel may deliver it to
+    another thread while the main thread blocks on a dead worker's pipe, and Python ignores an
+    exception raised while a fork hook runs. The watchdog learns of every signal through the
+    wakeup fd and sends it to the main thread itself until its handler has really run.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.parent, self.caught, self.armed = os.getpid(), None, True
+        self.main = threading.main_thread().ident
         self._done = threading.Event()
 
     def _handler(self, signum, frame):
@@ -55,9 +60,21 @@ class _WriteGuard:
             raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     def _watch(self) -> None:
-        while not self._done.wait(0.2):
-            if self.armed and self.caught and time.monotonic() - self.caught[1] > 0.5:
-                os.kill(self.parent, self.caught[0])
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)  # never this thread's to handle
+        seen = None
+        while not self._done.wait(0.1):
+            try:
+                data = os.read(self._r, 64)
+            except BlockingIOError:
+                data = b""
+            if data and data[-1] in [int(s) for s in self.SIGNALS]:
+                seen = data[-1]
+            if not self.armed:
+                continue
+            if seen and not self.caught:  # delivered elsewhere: hand it to the main thread
+                signal.pthread_kill(self.main, seen)
+            elif self.caught and time.monotonic() - self.caught[1] > 0.5:  # swallowed: again
+                signal.pthread_kill(self.main, self.caught[0])
 
     def disarm(self) -> None:
         """The interrupt has arrived where it is handled: ignore further signals until exit."""
@@ -68,7 +85,11 @@ class _WriteGuard:
             self._old_hook(info)  # only the swallowed interrupt is kept quiet
 
     def __enter__(self) -> "_WriteGuard":
-        self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._r, w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(w, False)
+        self._w, self._old_fd = w, signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         self._old_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -79,7 +100,10 @@ class _WriteGuard:
         self._thread.join()
         for s, h in self._old.items():
             signal.signal(s, h)
+        signal.set_wakeup_fd(self._old_fd)
         sys.unraisablehook = self._old_hook
+        os.close(self._r)
+        os.close(self._w)
 
 
 def _stop_writers(writer, tb) -> None:
@@ -92,14 +116,12 @@ def _stop_writers(writer, tb) -> None:
         p.join(timeout=5)
         if p.is_alive():
             p.kill()
-    import gc
-    queues = [v for v in gc.get_objects() if isinstance(v, multiprocessing.queues.Queue)]
     while tb is not None:  # the writer's queues would block interpreter exit on a full pipe
-        queues += [v for v in list(tb.tb_frame.f_locals.values())
-                   if isinstance(v, multiprocessing.queues.Queue)]
+        for v in list(tb.tb_frame.f_locals.values()):
+            if isinstance(v, multiprocessing.queues.Queue):
+                v.cancel_join_thread()
         tb = tb.tb_next
-    for q in queues:
-        q.cancel_join_thread()
+    exit_at_once()  # and whatever else FFCV left behind must not hold the exit either
     sm = getattr(writer, "metadata_sm", None)
     if sm is not None and not isinstance(sm, int):
         try:

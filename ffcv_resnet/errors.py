@@ -30,6 +30,23 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM (what `kill`, `timeout` and schedulers send), handled like Ctrl-C."""
 
 
+_EXIT_AT_ONCE = []  # set once a library left multiprocessing state that may block exit
+
+
+def exit_at_once() -> None:
+    """Ask `cli` to end the process without the interpreter's exit hooks (after an interrupted
+    FFCV write, multiprocessing's hooks can wait forever on a dead writer's pipe)."""
+    _EXIT_AT_ONCE.append(True)
+
+
+def _leave(code: int) -> None:
+    if _EXIT_AT_ONCE:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # our own files are already cleaned up by then
+    sys.exit(code)
+
+
 def _on_sigterm(signum, frame) -> None:
     raise Interrupted()
 
@@ -58,11 +75,11 @@ def cli(main: Callable[[], object]) -> Callable[[], None]:
             main()
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(e.exit_code)
+            _leave(e.exit_code)
         except KeyboardInterrupt as e:
             term = isinstance(e, Interrupted)
             print(f"interrupted ({'SIGTERM' if term else 'Ctrl-C'})", file=sys.stderr)
-            sys.exit(143 if term else 130)
+            _leave(143 if term else 130)
 
     return wrapper
 
