@@ -80,15 +80,16 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int, precisio
 
 def metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> dict:
     """Accuracy (a fraction), mean cross-entropy, and per-class accuracy. One host sync."""
-    pred = logits.argmax(1)
-    correct = pred == labels
+    correct = logits.argmax(1) == labels
+    counts = torch.bincount(labels, minlength=num_classes)
     per_class = torch.zeros(num_classes, device=labels.device).index_add_(
-        0, labels, correct.float()) / torch.bincount(labels, minlength=num_classes).clamp(min=1)
+        0, labels, correct.float()) / counts.clamp(min=1)
     loss = F.cross_entropy(logits, labels)
-    present = torch.bincount(labels, minlength=num_classes) > 0
-    acc, loss, per_class, present = torch.stack([correct.double().mean(), loss.double()]).tolist() \
-        + [per_class.tolist(), present.tolist()]  # the sync
-    per_class = [a if p else None for a, p in zip(per_class, present)]  # no image: no accuracy
+    values = torch.cat([torch.stack([correct.double().mean(), loss.double()]),
+                        per_class.double(), counts.double()]).tolist()  # the one sync
+    acc, loss = values[:2]
+    per_class = [a if n else None for a, n in  # no test image of a class: no accuracy
+                 zip(values[2:2 + num_classes], values[2 + num_classes:])]
     return {"accuracy": acc, "loss": loss, "per_class_accuracy": per_class}
 
 

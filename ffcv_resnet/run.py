@@ -88,18 +88,23 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
-def read_config(run_dir: Path) -> dict:
-    """A run folder's config.yaml without its run id (UserError when missing or damaged)."""
+def _config_doc(run_dir: Path) -> dict:
+    """config.yaml as written, run id included (UserError when missing or damaged)."""
     path = Path(run_dir) / CONFIG
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{run_dir}: no run here ({CONFIG} missing)") from None
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise UserError(f"{path}: unreadable run config ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or "run_id" not in doc:
         raise UserError(f"{path}: not a run config (no run_id)")
-    return {k: v for k, v in doc.items() if k != "run_id"}
+    return doc
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run folder's config.yaml without its run id (UserError when missing or damaged)."""
+    return {k: v for k, v in _config_doc(run_dir).items() if k != "run_id"}
 
 
 class RunFolder:
@@ -141,10 +146,9 @@ class RunFolder:
     def run_id(self) -> str | None:
         """The id in config.yaml, or None when there is none."""
         try:
-            doc = yaml.safe_load((self.path / CONFIG).read_text())
-        except (OSError, yaml.YAMLError):
+            return _config_doc(self.path)["run_id"]
+        except UserError:
             return None
-        return doc.get("run_id") if isinstance(doc, dict) else None
 
     def complete(self) -> bool:
         return (self.path / METRICS).is_file()
