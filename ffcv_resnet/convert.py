@@ -181,8 +181,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_writable(data_dir: Path) -> None:
-    """DataError unless `data_dir` is a folder, or can become one, that this process can write."""
+def _check_folder(data_dir: Path) -> None:
+    """DataError unless `data_dir` is a folder or can become one (write errors come later)."""
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"{data_dir}: exists and is not a folder")
     existing = next((p for p in [data_dir, *data_dir.parents] if p.exists()), Path("."))
@@ -199,7 +199,7 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
     source, else from the one they were made from.
     """
     data_dir = Path(data_dir)
-    _check_writable(data_dir)
+    _check_folder(data_dir)
     try:
         for p in remove_stale_temporaries(data_dir) if data_dir.is_dir() else []:
             log(f"removed {p}, left by a killed run")
