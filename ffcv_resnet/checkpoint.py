@@ -66,14 +66,17 @@ def load_model(path: Path, device: torch.device = torch.device("cpu")):
     return _model_from(blob, Path(path)).to(device).eval(), blob
 
 
-def save_state(path: Path, *, run_id: str, epoch: int, model: nn.Module, step, augment, batches,
-               history: list[dict], progress: dict[str, Any], config: dict) -> None:
-    """last.pt: weights, optimiser, schedule, scaler, augmentation and data-order RNG state,
-    the history so far, the time spent and the recipe, after `epoch` complete epochs."""
+def save_state(path: Path, *, run_id: str, epoch: int, model: nn.Module, step,
+               augment: list[dict], batches, history: list[dict], progress: dict[str, Any],
+               config: dict) -> None:
+    """last.pt: weights, optimiser, schedule, scaler, augmentation (each process's, in rank
+    order) and data-order RNG state, the history so far, the time spent and the recipe, after
+    `epoch` complete epochs. Under torchrun the weights, optimiser and data order are the same
+    in every process, so rank 0's stand for all."""
     _save({"arch": ARCH, "run_id": run_id, "epoch": epoch, "num_classes": model.fc.out_features,
            "config": config,
            "state_dict": cpu_state(model), "step": step.state_dict(),
-           "augment": augment.state_dict(), "batches": batches.state_dict(),
+           "augment": augment[0], "augment_ranks": augment, "batches": batches.state_dict(),
            "history": history, "progress": progress}, path)
 
 
@@ -87,9 +90,10 @@ def load_state(path: Path) -> dict:
     return blob
 
 
-def restore(blob: dict, model: nn.Module, step, augment, batches) -> None:
-    """Put every saved state back into the live objects (model already on its device)."""
+def restore(blob: dict, model: nn.Module, step, augment, batches, rank: int = 0) -> None:
+    """Put every saved state back into the live objects (model already on its device); the
+    augmentation generator is process `rank`'s."""
     model.load_state_dict(blob["state_dict"])
     step.load_state_dict(blob["step"])
-    augment.load_state_dict(blob["augment"])
+    augment.load_state_dict(blob.get("augment_ranks", [blob["augment"]])[rank])
     batches.load_state_dict(blob["batches"])

@@ -23,6 +23,8 @@ from .errors import UserError
 class ConfigError(UserError):
     """A bad option, value or config file."""
 
+    shared = True  # every process of a torchrun run parses the same command line
+
 
 def require(ok: bool, option: str, value: Any, expected: str) -> None:
     """ConfigError 'bad value V for --OPTION (expected ...)' unless `ok`."""

@@ -14,6 +14,7 @@ class UserError(Exception):
     """A problem with the user's input (data, config, run folder), reported as one line."""
 
     exit_code = 2
+    shared = False  # raised alike in every process of a torchrun run: only rank 0 prints it
 
 
 class DataError(UserError):
@@ -24,6 +25,7 @@ class TrainingFailed(UserError):
     """Training ran but did not succeed (a NaN or inf loss or weights): exit status 3."""
 
     exit_code = 3
+    shared = True  # the processes agree on stopping before any of them raises it
 
 
 class Interrupted(KeyboardInterrupt):
@@ -67,18 +69,22 @@ def say(*args, **kwargs) -> None:
 
 def cli(main: Callable[[], object]) -> Callable[[], None]:
     """Wrap a script's main: UserError -> 'error: ...' on stderr and its exit status (2, or 3
-    for a failed run); Ctrl-C -> 130, SIGTERM (once `handle_sigterm()`) -> 143; one line each."""
+    for a failed run); Ctrl-C -> 130, SIGTERM (once `handle_sigterm()`) -> 143; one line each.
+    Under torchrun, other ranks than 0 print only errors of their own, naming their rank."""
 
     @functools.wraps(main)
     def wrapper() -> None:
+        rank = int(os.environ.get("RANK", "0") or 0)  # torchrun sets it for every process
         try:
             main()
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if rank == 0 or not e.shared:
+                print(f"error: {'' if rank == 0 else f'rank {rank}: '}{e}", file=sys.stderr)
             _leave(e.exit_code)
         except KeyboardInterrupt as e:
             term = isinstance(e, Interrupted)
-            print(f"interrupted ({'SIGTERM' if term else 'Ctrl-C'})", file=sys.stderr)
+            if rank == 0:  # torchrun passes the signal to every process: one line is enough
+                print(f"interrupted ({'SIGTERM' if term else 'Ctrl-C'})", file=sys.stderr)
             _leave(143 if term else 130)
 
     return wrapper

@@ -3,12 +3,13 @@
 Two training paths behind one interface (an iterable of batches with a length, one pass per epoch):
 `FfcvBatches` streams from the beton through FFCV's Loader; `ResidentBatches` holds the whole
 split in device memory and shuffles and slices it there, with no per-epoch CPU work.
+Under torchrun both give each process its own shard of every epoch's order (`Shard`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,12 @@ ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM
           "sequential": OrderOption.SEQUENTIAL}
 
 
+class Shard(NamedTuple):
+    """Which share of each epoch a process trains on: rank `rank` of `size` processes."""
+    rank: int = 0
+    size: int = 1
+
+
 class Batches(Protocol):
     """What the trainer iterates: one pass per epoch, `len()` batches."""
 
@@ -43,8 +50,10 @@ class Batches(Protocol):
 
 def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str = "sequential",
                 seed: int = 0, os_cache: bool = True, drop_last: bool = False,
-                indices: Sequence[int] | None = None, workers: int = 0) -> Loader:
-    """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`."""
+                indices: Sequence[int] | None = None, workers: int = 0,
+                distributed: bool = False) -> Loader:
+    """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`
+    (`distributed`: this process's shard, as torch's DistributedSampler, in the process group)."""
     n = verified(path)  # header, count and SHA-256 against the metadata beside it
     if indices is not None:
         indices = np.asarray(indices, dtype=np.int64)
@@ -52,6 +61,9 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
             raise DataError(f"{path}: indices must be a non-empty list within 0..{n - 1}")
     if order not in ORDERS:
         raise DataError(f"unknown order '{order}' (choose from {', '.join(ORDERS)})")
+    if distributed and order == "quasi_random":  # FFCV raises NotImplementedError for it
+        raise DataError("FFCV's quasi_random order does not work with several processes "
+                        "(torchrun): use --data.order random")
     device = torch.device(device)  # ToDevice wants a torch.device, not a string
     pipelines = {
         "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=True),
@@ -60,20 +72,24 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
     }
     loader = Loader(str(path), batch_size=batch_size, num_workers=workers or os.cpu_count() or 1,
                     order=ORDERS[order], os_cache=os_cache, drop_last=drop_last, seed=seed,
-                    indices=indices, pipelines=pipelines)
+                    indices=indices, pipelines=pipelines, distributed=distributed)
     torch.set_num_threads(_THREADS)
     return loader
 
 
 class FfcvBatches:
-    """Training batches streamed by FFCV's Loader (random or quasi-random order, drop_last)."""
+    """Training batches streamed by FFCV's Loader (random or quasi-random order, drop_last).
+
+    With several processes FFCV shards each epoch's order as torch's DistributedSampler: every
+    process shuffles with the same seed and takes every size-th index from its rank on (the
+    order is padded with repeats to a multiple of the process count)."""
 
     def __init__(self, path: Path, batch_size: int, device: torch.device, order: str = "random",
                  seed: int = 0, os_cache: bool = True, indices: Sequence[int] | None = None,
-                 workers: int = 0):
+                 workers: int = 0, shard: Shard = Shard()):
         self.loader = ffcv_loader(path, batch_size, device, order=order, seed=seed,
                                   os_cache=os_cache, drop_last=True, indices=indices,
-                                  workers=workers)
+                                  workers=workers, distributed=shard.size > 1)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -106,17 +122,21 @@ def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = N
 
 
 class ResidentBatches:
-    """Training batches from a split held in device memory: shuffled and sliced on the device."""
+    """Training batches from a split held in device memory: shuffled and sliced on the device.
+
+    With several processes every one draws the same permutation (same seed) and takes every
+    size-th image of it from its rank on: disjoint shards, every image at most once an epoch
+    (the permutation's last len % size images sit the epoch out)."""
 
     def __init__(self, path: Path, batch_size: int, device: torch.device, seed: int = 0,
-                 indices: Sequence[int] | None = None):
+                 indices: Sequence[int] | None = None, shard: Shard = Shard()):
         images, self.labels = load_all(path, device, indices)
         self.images = images.permute(0, 2, 3, 1).contiguous()  # (N, 32, 32, 3): rows index cheaply
-        self.batch_size = batch_size
+        self.batch_size, self.shard = batch_size, shard
         self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.labels) // self.batch_size  # drop_last, as the FFCV path
+        return len(self.labels) // self.shard.size // self.batch_size  # drop_last, as FFCV
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -127,6 +147,8 @@ class ResidentBatches:
     def __iter__(self) -> Iterator[Batch]:
         order = torch.randperm(len(self.labels), device=self.images.device,
                                generator=self.generator)
+        per_rank = len(self.labels) // self.shard.size
+        order = order[self.shard.rank:per_rank * self.shard.size:self.shard.size]
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]  # channels_last view
@@ -143,10 +165,13 @@ def subset_indices(n: int, k: int, seed: int = 0) -> np.ndarray | None:
 
 def train_batches(kind: str, path: Path, batch_size: int, device: torch.device, *,
                   order: str = "random", seed: int = 0, os_cache: bool = True,
-                  indices: Sequence[int] | None = None, workers: int = 0) -> Batches:
-    """The training data path chosen by name: 'ffcv' (streamed) or 'resident' (device memory)."""
+                  indices: Sequence[int] | None = None, workers: int = 0,
+                  shard: Shard = Shard()) -> Batches:
+    """The training data path chosen by name: 'ffcv' (streamed) or 'resident' (device memory);
+    `batch_size` is per process."""
     if kind == "ffcv":
-        return FfcvBatches(path, batch_size, device, order, seed, os_cache, indices, workers)
+        return FfcvBatches(path, batch_size, device, order, seed, os_cache, indices, workers,
+                           shard)
     if kind == "resident":
-        return ResidentBatches(path, batch_size, device, seed, indices)
+        return ResidentBatches(path, batch_size, device, seed, indices, shard)
     raise DataError(f"unknown loader '{kind}' (choose ffcv or resident)")

@@ -20,7 +20,9 @@ BASE_BATCH = 512  # --training.lr is the peak LR at this batch size; others scal
 class TrainConfig:
     """Training: recipe, precision, compilation"""
     epochs: int = option(20, "training epochs")
-    batch_size: int = option(512, "training batch size")
+    batch_size: int = option(512, "training batch size, global: with torchrun each of the N "
+                             "processes takes batch_size/N of every step (it must divide by N), "
+                             "so 1 and N processes share one recipe and schedule")
     lr: float = option(0.4, f"peak learning rate at batch {BASE_BATCH}; the LR used is scaled "
                        f"linearly with the batch size (lr x batch_size / {BASE_BATCH})")
     lr_start: float = option(0.0, "LR of the first step as a fraction of the peak (the warm-up "
@@ -45,6 +47,9 @@ class TrainConfig:
                       TTA)
     eval_every: int = option(1, "evaluate every N epochs (0: only after the last)")
     eval_batch_size: int = option(1000, "evaluation batch size")
+    sync_bn: bool = option(False, "with torchrun: BatchNorm statistics over the whole global "
+                           "batch (SyncBatchNorm, CUDA only). Off: each process normalises over "
+                           "its share, as the recipe was tuned, without an all-reduce per layer")
     seed: int = option(0, "seed of weights, data order and augmentation")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
 

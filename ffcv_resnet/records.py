@@ -38,9 +38,13 @@ def read_json(path: Path, what: str) -> Any:
 
 
 def _from_dict(cls, d: Any, where: str):
-    """A dataclass from a dict holding exactly its fields (UserError otherwise)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    if not isinstance(d, dict) or set(d) != names:
+    """A dataclass from a dict holding its fields (those with defaults may be absent, as in
+    files written before they existed) and no others; UserError otherwise."""
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    needed = {f.name for f in fields if f.default is dataclasses.MISSING
+              and f.default_factory is dataclasses.MISSING}
+    if not isinstance(d, dict) or not needed <= set(d) <= names:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise UserError(f"{where}: not a {cls.__name__} record (fields {got})")
     return cls(**d)
@@ -125,6 +129,7 @@ class Metrics:
     loader: str
     data_source: str
     sessions: list[Session] = field(default_factory=list)
+    processes: int = 1  # training processes (torchrun); device names what each one ran on
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,8 +1,11 @@
 """One training run end to end: config checks (a resumed run's included), the run folder, the
 epoch loop with history, checkpoints and divergence checks, and the outputs, metrics.json last.
-scripts/train.py wires it; engine.py builds what trains."""
+scripts/train.py wires it; engine.py builds what trains. Under torchrun every process runs this;
+rank 0 alone holds the folder, prints and writes, and the checks are agreed by all (a failure in
+one process stops every one with the same status)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import distributed as D
 from . import recipe as R
 from . import train as T
 from .augment import AugmentConfig
@@ -54,23 +58,49 @@ def parse_config(argv: Sequence[str] | None = None, description: str = "") -> di
     return cfg
 
 
-def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics:
-    """Train one run into cfg["run"].dir (new, overwritten or resumed); return its metrics."""
-    started = time.perf_counter() if started is None else started
-    rc = cfg["run"]
-    device = resolve_device(cfg["training"].device)
+def _quiet(*_args, **_kwargs) -> None:
+    """What other processes than rank 0 print: nothing."""
+
+
+def _device_and_data(cfg: dict, w: D.World) -> tuple[torch.device, dict]:
+    """This process's device, the recipe resolved for it, and the checked betons' metadata."""
+    device = D.place(resolve_device(cfg["training"].device), w)
     tc = cfg["training"] = R.resolved(cfg["training"], device)
-    meta = check_data(cfg)
-    with RunFolder(Path(rc.dir)) as folder:
-        folder.claim(rc.overwrite, rc.resume)
-        state = load_state(folder.path / STATE) if rc.resume else None
-        if state is not None:
-            _check_resumable(folder, state, meta, cfg)
-        return _train(cfg, tc, device, meta, folder, state, started, log)
+    if tc.sync_bn and w.active and device.type != "cuda":
+        raise UserError("--training.sync_bn true needs CUDA devices (SyncBatchNorm has no CPU "
+                        "kernels)")
+    return device, check_data(cfg, w)
 
 
-def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict) -> None:
-    """last.pt belongs to this folder's run, its recipe is config.yaml's, the data is the same."""
+def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics | None:
+    """Train one run into cfg["run"].dir (new, overwritten or resumed); return its metrics
+    (None in the other processes than rank 0 of a torchrun run)."""
+    started = time.perf_counter() if started is None else started
+    rc, w = cfg["run"], D.world()
+    log = log if w.main else _quiet
+    device, meta = D.agreed(lambda: _device_and_data(cfg, w), w)
+    with contextlib.ExitStack() as stack:
+
+        def claim() -> tuple[RunFolder, dict | None] | None:
+            if not w.main:  # rank 0 owns the folder: the others never touch it
+                return None
+            folder = stack.enter_context(RunFolder(Path(rc.dir)))
+            folder.claim(rc.overwrite, rc.resume)
+            state = load_state(folder.path / STATE) if rc.resume else None
+            if state is not None:
+                _check_resumable(folder, state, meta, cfg, w)
+            return folder, state
+
+        folder, state = D.agreed(claim, w) or (None, None)
+        if rc.resume and w.active:  # the others get rank 0's last.pt (no shared disk needed)
+            state = D.from_main(lambda: state, w)
+        return _train(cfg, cfg["training"], device, meta, folder, state, started, log, w)
+
+
+def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict,
+                     w: D.World) -> None:
+    """last.pt belongs to this folder's run, its recipe is config.yaml's, the data is the same,
+    and it runs in as many processes as before (each has its own augmentation draws)."""
     if state["run_id"] != folder.run_id():
         raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
     saved, written = _recipe(state["config"]), _recipe(read_config(folder.path))
@@ -80,24 +110,32 @@ def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict) -> N
                         f" but the run trained with {saved.get(changed[0])!r}; restore it")
     if state["progress"].get("fingerprint") != meta["source"]["fingerprint"]:
         raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
+    before = state["progress"].get("processes", 1)
+    if before != w.size:
+        raise UserError(f"{folder.path}: the run trained in {before} process(es), not {w.size}: "
+                        "resume it with as many ("
+                        + (f"torchrun --nproc_per_node {before})" if before > 1
+                           else "one process, without torchrun)"))
 
 
 class RunProgress:
     """A run's files while it trains: history after every epoch, last.pt when due, and each
-    process's share of the time (sessions). Starts a new run or restores a resumed one."""
+    process's share of the time (sessions). Starts a new run or restores a resumed one.
+    Under torchrun only rank 0 has a folder and writes; every process restores the state."""
 
-    def __init__(self, cfg: dict, folder: RunFolder, e: Engine, state: dict | None,
+    def __init__(self, cfg: dict, folder: RunFolder | None, e: Engine, state: dict | None,
                  fingerprint: str, started: float, log=say):
         self.cfg, self.folder, self.e, self.started, self.log = cfg, folder, e, started, log
         if state is None:
-            self.run_id, self.history = new_run_id(), []
+            self.run_id, self.history = D.from_main(new_run_id, e.world), []
             self.progress = {"sessions": [], "checkpoint_seconds": 0.0,
-                             "fingerprint": fingerprint}
-            folder.start(self.run_id, as_dict(cfg))
+                             "fingerprint": fingerprint, "processes": e.world.size}
+            if folder is not None:
+                folder.start(self.run_id, as_dict(cfg))
         else:
             self.run_id, self.history, self.progress = (state["run_id"], state["history"],
                                                         state["progress"])
-            restore(state, e.model, e.step, e.augment, e.data.batches)
+            restore(state, e.model, e.step, e.augment, e.data.batches, e.world.rank)
             log(f"resuming run {self.run_id} after epoch {state['epoch']}")
         self.first, self.done = len(self.history) + 1, len(self.history)
         self.saved = state["epoch"] if state else None  # the epoch last.pt holds
@@ -110,45 +148,53 @@ class RunProgress:
 
     def on_epoch(self, rows: list[dict]) -> None:
         """After each epoch: the history, its table row, and last.pt when due."""
-        write_history(self.folder.path / HISTORY, self.run_id, rows)
+        if self.folder is not None:
+            write_history(self.folder.path / HISTORY, self.run_id, rows)
         self.log(T.row(rows[-1]), flush=True)
         every, epoch = self.cfg["run"].checkpoint_every, rows[-1]["epoch"]
         self.done = epoch
         if every and (epoch % every == 0 or epoch == self.cfg["training"].epochs):
             e = self.e
             with Stopwatch(e.data.images.device) as t:
-                save_state(self.folder.path / STATE, run_id=self.run_id, epoch=epoch,
-                           model=e.model, step=e.step, augment=e.augment, batches=e.data.batches,
-                           history=rows, config=as_dict(self.cfg),
-                           progress={**self.progress, "sessions": self.progress["sessions"]
-                                     + [self.session(epoch)]})
+                draws = D.gather(e.augment.state_dict(), e.world)  # each process's generator
+                if self.folder is not None:
+                    save_state(self.folder.path / STATE, run_id=self.run_id, epoch=epoch,
+                               model=e.model, step=e.step, augment=draws,
+                               batches=e.data.batches, history=rows, config=as_dict(self.cfg),
+                               progress={**self.progress, "sessions": self.progress["sessions"]
+                                         + [self.session(epoch)]})
             self.progress["checkpoint_seconds"] += t.seconds
             self.saved = epoch
 
     def failure(self, e: TrainingFailed) -> TrainingFailed:
         """The divergence message, with what was completed and what last.pt holds."""
-        kept = (f"{self.folder.path / STATE} holds epoch {self.saved}" if self.saved
+        kept = (f"{Path(self.cfg['run'].dir) / STATE} holds epoch {self.saved}" if self.saved
                 else f"no {STATE} was written")
         return TrainingFailed(f"{e}; no model.pt or metrics.json written; {self.done} "
                               f"epoch(s) completed, {kept}")
 
 
-def _train(cfg, tc, device, meta, folder: RunFolder, state, started, log) -> Metrics:
-    e = build_engine(cfg, meta, device, log)
+def _train(cfg, tc, device, meta, folder: RunFolder | None, state, started, log,
+           w: D.World) -> Metrics | None:
+    e = D.agreed(lambda: build_engine(cfg, meta, device, log, w), w)
     run = RunProgress(cfg, folder, e, state, meta["source"]["fingerprint"], started, log)
-    log(f"run {run.run_id}: device {device}, precision {tc.precision}, compile {tc.compile}, "
+    where = f"{w.size} processes of {device.type}" if w.active else f"device {device}"
+    log(f"run {run.run_id}: {where}, precision {tc.precision}, compile {tc.compile}, "
         f"loader {cfg['data'].loader}, {len(e.data.batches)} batches/epoch, peak LR "
         f"{R.peak_lr(tc):.4g}; warm-up {e.compile_seconds:.1f} s\n{T.HEADER}")
-    bar = cfg["run"].progress == "on" or (cfg["run"].progress == "auto" and device.type == "cpu")
+    bar = w.main and (cfg["run"].progress == "on" or
+                      (cfg["run"].progress == "auto" and device.type == "cpu"))
     run.startup = time.perf_counter() - started
     try:
         history, logits, m = T.fit(e.step, e.data.batches, e.augment, e.evaluate, device, bar,
-                                   run.on_epoch, run.history)
+                                   run.on_epoch, run.history,
+                                   (lambda t: D.sum_over(t, w)) if w.active else None)
+        D.check_same_weights(e.model, w)
     except TrainingFailed as err:
         raise run.failure(err) from None
-    return _write_outputs(folder.path, run.run_id, cfg, e.model, e.data, history, logits, m,
-                          lambda: run.progress["sessions"] + [run.session(len(history))],
-                          run.progress, device)
+    return D.agreed(lambda: None if folder is None else _write_outputs(
+        folder.path, run.run_id, cfg, e.model, e.data, history, logits, m,
+        lambda: run.progress["sessions"] + [run.session(len(history))], run.progress, device), w)
 
 
 def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, history, logits,
@@ -175,6 +221,7 @@ def _write_outputs(run_dir: Path, run_id: str, cfg: dict, model, d: RunData, his
         test_images=d.test.count, peak_lr=R.peak_lr(tc), device=device_name(device),
         torch=torch.__version__, seed=tc.seed, precision=tc.precision, compile=tc.compile,
         compile_mode=tc.compile_mode, loader=cfg["data"].loader,
-        data_source=d.meta["source"]["kind"], sessions=sessions)
+        data_source=d.meta["source"]["kind"], sessions=sessions,
+        processes=progress.get("processes", 1))
     write_json(run_dir / METRICS, result.to_dict())
     return result

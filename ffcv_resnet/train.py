@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +40,17 @@ def use_compile_cache(path: str) -> None:
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
-def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """Move the eager model to the device; return what runs it (compiled, or the model itself)."""
+def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> nn.Module:
+    """Move the eager model to the device; return what runs it: `wrap(model)` (DDP under
+    torchrun), compiled when asked, as PyTorch recommends for DDP (compile the wrapper)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         torch.set_float32_matmul_precision("high")  # TF32 for whatever runs outside autocast
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else
              torch.contiguous_format)
-    return torch.compile(model, mode=cfg.compile_mode) if cfg.compile == "on" else model
+    runner = wrap(model)
+    return torch.compile(runner, mode=cfg.compile_mode) if cfg.compile == "on" else runner
 
 
 @dataclass
@@ -102,7 +106,8 @@ def make_step(model: nn.Module, runner: nn.Module, cfg: TrainConfig, device: tor
 
 
 def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> float:
-    """Compile and warm up train and eval graphs on random data, then restore every state.
+    """Compile and warm up train and eval graphs on random data, then restore every state
+    (`eval_fn` None: a process that does not evaluate).
 
     Returns the seconds spent, reported apart from training time.
     """
@@ -113,7 +118,8 @@ def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> floa
     with Stopwatch(device) as t:
         for _ in range(2):
             step(x, y)
-        eval_fn()
+        if eval_fn is not None:
+            eval_fn()
     model.load_state_dict(saved[0])
     step.load_state_dict(saved[1])
     return t.seconds
@@ -126,11 +132,13 @@ def all_finite(tensors) -> torch.Tensor:
 
 
 def train_one_epoch(step: Step, batches, augment, device: torch.device,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, reduce=None) -> dict:
     """One pass over `batches`; loss and accuracy accumulate on the device, one sync at the end.
 
     `finite` says whether the loss and every weight and buffer stayed finite: NaN propagates
-    into the summed loss, so checking once per epoch costs no host sync per step.
+    into the summed loss, so checking once per epoch costs no host sync per step. `reduce`
+    sums the epoch's figures over the processes of a torchrun run, so all see the same totals
+    and agree on `finite`.
     """
     step.model.train()
     loss_sum = torch.zeros((), device=device)
@@ -148,24 +156,29 @@ def train_one_epoch(step: Step, batches, augment, device: torch.device,
             seen += len(labels)
     weights = [p for g in step.optimizer.param_groups for p in g["params"]]
     finite = all_finite([loss_sum, *weights, *step.model.buffers()])
-    loss_sum, correct, finite = torch.stack(
-        [loss_sum, correct.float(), finite.float()]).tolist()  # the epoch's one sync
+    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, device=device,
+                          dtype=torch.float64), (~finite).double()])
+    if reduce is not None:
+        totals = reduce(totals)
+    loss_sum, correct, seen, broken = totals.tolist()  # the epoch's one sync
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-            "train_seconds": t.seconds, "train_images": seen, "finite": finite == 1.0}
+            "train_seconds": t.seconds, "train_images": int(seen), "finite": broken == 0}
 
 
 def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: bool = False,
-        on_epoch=None, history: list[dict] | None = None) -> tuple[list[dict], torch.Tensor, dict]:
+        on_epoch=None, history: list[dict] | None = None,
+        reduce=None) -> tuple[list[dict], torch.Tensor | None, dict]:
     """The epoch loop from the epoch after `history`: train, evaluate when due (always after the
     last epoch), report each epoch through `on_epoch(history)`.
 
     `evaluate()` returns (logits, metrics); returns (history, last logits, last metrics).
-    A NaN or inf loss, weight or test loss raises TrainingFailed naming the epoch.
+    A NaN or inf loss, weight or test loss raises TrainingFailed naming the epoch. `reduce`:
+    see `train_one_epoch`.
     """
     cfg, history = step.cfg, list(history or [])
     logits = m = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress)}
+        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress, reduce)}
         if not h.pop("finite"):
             raise TrainingFailed(f"training diverged in epoch {epoch}: the loss or the weights "
                                  f"became NaN or inf (peak LR {peak_lr(cfg):.4g})")
@@ -182,6 +195,6 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
         history.append(h)
         if on_epoch is not None:
             on_epoch(history)
-    if logits is None:  # resumed after the last epoch was trained: evaluate it now
+    if m is None:  # resumed after the last epoch was trained: evaluate it now
         logits, m = evaluate()
     return history, logits, m

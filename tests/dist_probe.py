@@ -1,0 +1,69 @@
+"""scripts/train.py with two observers, for the torchrun tests: every training image each process
+is given (a hash per image, per epoch) and each process's weights when training ends, written
+to $PROBE_DIR/rank{RANK}.json and rank{RANK}.pt. Training itself is unchanged."""
+import hashlib
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ffcv_resnet import engine, train  # noqa: E402
+
+OUT = Path(os.environ.get("PROBE_DIR", "."))
+RANK = os.environ.get("RANK", "0")
+SEEN: list[list[str]] = []  # per epoch, the hash of every image this process trained on
+
+
+def image_hashes(images: torch.Tensor) -> list[str]:
+    """One hash per uint8 (3, 32, 32) image, whatever its memory layout."""
+    pixels = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return [hashlib.sha1(p.tobytes()).hexdigest() for p in pixels]
+
+
+class Observed:
+    """A Batches that records what it yields."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def __iter__(self):
+        SEEN.append([])
+        for images, labels in self.inner:
+            SEEN[-1].extend(image_hashes(images))
+            yield images, labels
+        (OUT / f"rank{RANK}.json").write_text(json.dumps(SEEN))
+
+
+_batches, _fit = engine.train_batches, train.fit
+
+
+def observed_batches(*args, **kwargs):
+    return Observed(_batches(*args, **kwargs))
+
+
+def observed_fit(step, *args, **kwargs):
+    out = _fit(step, *args, **kwargs)
+    model = getattr(step.model, "module", step.model)  # inside DDP
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, OUT / f"rank{RANK}.pt")
+    return out
+
+
+if __name__ == "__main__":
+    engine.train_batches, train.fit = observed_batches, observed_fit
+    sys.argv = [str(ROOT / "scripts" / "train.py"), *sys.argv[1:]]
+    runpy.run_path(sys.argv[0], run_name="__main__")

@@ -1,0 +1,232 @@
+"""Data-parallel training under torchrun (2 CPU processes, gloo) on the tiny learnable betons:
+one run folder, equal weights in both processes, an evaluation equal to a single process's,
+every training image once per epoch, a killed process ends the other, resume across a kill."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TRAIN_ARGS, run_script
+from dist_probe import image_hashes
+
+from ffcv_resnet.betons import beton_path
+from ffcv_resnet.checkpoint import load_model
+from ffcv_resnet.distributed import World
+from ffcv_resnet.engine import augment_seed, check_data
+from ffcv_resnet.errors import DataError, UserError
+from ffcv_resnet.evaluate import find_errors, metrics, predict
+from ffcv_resnet.loaders import ResidentBatches, Shard, ffcv_loader, load_all
+from ffcv_resnet.runner import parse_config
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def torchrun(*args, env=None, timeout=600, probe=True) -> subprocess.CompletedProcess:
+    script = ROOT / "tests" / "dist_probe.py" if probe else ROOT / "scripts" / "train.py"
+    return subprocess.run([*TORCHRUN, str(script), *map(str, args)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def read(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(learnable_data, tmp_path_factory) -> dict[str, Path]:
+    """One 2-process run per training data path, observed by dist_probe."""
+    runs = {}
+    for loader in ("ffcv", "resident"):
+        root = tmp_path_factory.mktemp(f"ddp-{loader}")
+        r = torchrun("--data.dir", learnable_data, "--run.dir", root / "run", *TRAIN_ARGS,
+                     "--data.loader", loader, env={"PROBE_DIR": str(root)})
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count("test accuracy") == 1 and "2 processes of cpu" in r.stdout
+        runs[loader] = root
+    return runs
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "resident"])
+def test_two_processes_train_one_run_with_equal_weights(ddp_runs, loader):
+    root = ddp_runs[loader]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "rank0.json", "rank0.pt", "rank1.json", "rank1.pt", "run"]
+    m = read(root / "run" / "metrics.json")
+    assert m["processes"] == 2 and m["epochs"] == 3 and m["train_images"] == 3 * 160
+    a, b = torch.load(root / "rank0.pt"), torch.load(root / "rank1.pt")
+    saved = torch.load(root / "run" / "model.pt", weights_only=True)["state_dict"]
+    params = [k for k in a if "running_" not in k and "num_batches" not in k]
+    assert len(params) > 40 and all(torch.equal(a[k], b[k]) for k in params)
+    assert all(torch.equal(a[k], saved[k]) for k in a)  # model.pt is what rank 0 trained
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "resident"])
+def test_every_training_image_once_per_epoch_across_processes(ddp_runs, learnable_data, loader):
+    images, _ = load_all(beton_path(learnable_data, "train"), torch.device("cpu"))
+    everything = collections.Counter(image_hashes(images))
+    assert len(everything) == 160  # distinct images: a hash names one
+    seen = [read(ddp_runs[loader] / f"rank{r}.json") for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 3
+    for epoch in range(3):
+        assert len(seen[0][epoch]) == len(seen[1][epoch]) == 80  # an equal share each
+        assert collections.Counter(seen[0][epoch] + seen[1][epoch]) == everything
+    assert seen[0][0] != seen[0][1]  # a new order every epoch
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "resident"])
+def test_evaluation_equals_a_single_process_evaluation_of_the_saved_weights(
+        ddp_runs, learnable_data, loader):
+    run = ddp_runs[loader] / "run"
+    m, errors = read(run / "metrics.json"), read(run / "errors.json")["errors"]
+    model, _ = load_model(run / "model.pt")
+    images, labels = load_all(beton_path(learnable_data, "test"), torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        logits = predict(model, images, batch_size=32, precision=m["precision"], tta="flip")
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics(logits, labels)["accuracy"] == m["test_accuracy"]
+    ours = find_errors(logits, labels, torch.arange(len(labels)))
+    assert [(e["index"], e["true"], e["predicted"]) for e in ours] == \
+        [(e["index"], e["true"], e["predicted"]) for e in errors]
+    assert [e["confidence"] for e in ours] == pytest.approx([e["confidence"] for e in errors],
+                                                           abs=1e-5)
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    """The pid of the training process of rank `rank` whose command line holds `marker`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmd and "dist_probe.py" in cmd and f"RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _until(ready, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_killing_one_process_ends_the_other_and_the_run_resumes_exactly(
+        ddp_runs, learnable_data, tmp_path):
+    run = tmp_path / "run"
+    p = subprocess.Popen([*TORCHRUN, str(ROOT / "tests" / "dist_probe.py"), "--data.dir",
+                          str(learnable_data), "--run.dir", str(run), *TRAIN_ARGS],
+                         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "PROBE_DIR": str(tmp_path)})
+    _until(lambda: (run / "last.pt").exists() or p.poll() is not None, "epoch 1's last.pt")
+    assert p.poll() is None, "the run ended before it could be killed"
+    rank0, rank1 = _rank_pid(str(run), 0), _rank_pid(str(run), 1)
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.monotonic()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and time.monotonic() - killed < 60
+    assert not _alive(rank0), "rank 0 outlived the run"
+    assert "interrupted" in err or "another process of the run" in err
+    assert not (run / "metrics.json").exists()
+    done = len((run / "history.jsonl").read_text().splitlines())
+    assert 1 <= done < 3
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run,
+                   "--run.resume", "true", timeout=120)  # one process cannot go on with it
+    assert r.returncode == 2 and "trained in 2 process(es), not 1" in r.stderr
+    r = torchrun("--data.dir", learnable_data, "--run.dir", run, "--run.resume", "true",
+                 probe=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"after epoch {done}" in r.stdout
+    a = torch.load(ddp_runs["ffcv"] / "run" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # as if it had never been killed
+    assert read(run / "metrics.json")["processes"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_silent_peer_times_out_instead_of_hanging(learnable_data, tmp_path):
+    """Started without torchrun's supervision: a stopped peer is noticed by the timeout."""
+    run, port = tmp_path / "run", _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "FFCV_RESNET_DIST_TIMEOUT": "5", "PROBE_DIR": str(tmp_path)}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "dist_probe.py"), "--data.dir",
+             str(learnable_data), "--run.dir", str(run), *TRAIN_ARGS], cwd=ROOT, text=True,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        _until(lambda: (run / "history.jsonl").exists() or procs[0].poll() is not None,
+               "epoch 1")
+        procs[1].send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = procs[0].communicate(timeout=120)
+        assert procs[0].returncode == 4 and time.monotonic() - stopped < 60
+        assert err.count("\n") == 1 and "did not answer within 5 s" in err
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+
+
+def test_bad_options_under_torchrun_give_one_line_and_touch_nothing(learnable_data, tmp_path):
+    r = torchrun("--data.dir", learnable_data, "--run.dir", tmp_path / "run", *TRAIN_ARGS,
+                 "--training.batch_size", "33", probe=False, timeout=300)
+    ours = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode != 0 and len(ours) == 1, r.stderr[-2000:]
+    assert "must divide by the 2 processes" in ours[0] and not (tmp_path / "run").exists()
+    r = torchrun("--data.dir", learnable_data, "--run.dir", tmp_path / "run", *TRAIN_ARGS,
+                 "--data.order", "quasi_random", probe=False, timeout=300)
+    ours = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "quasi_random does not work" in ours[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_global_batch_and_shards_are_checked_before_any_work(learnable_data):
+    def cfg(batch: int) -> dict:
+        return parse_config(["--data.dir", str(learnable_data), "--training.batch_size",
+                             str(batch)])
+
+    assert check_data(cfg(48), World(0, 3))["counts"]["train"] == 160  # 16 per process
+    with pytest.raises(UserError, match="must divide by the 2 processes .*: try 48"):
+        check_data(cfg(49), World(1, 2))
+    with pytest.raises(UserError, match="an epoch would hold no batch"):
+        check_data(cfg(162), World(0, 3))  # 54 a process, but each has at most 54 (FFCV pads)
+    with pytest.raises(DataError, match="quasi_random order does not work"):
+        ffcv_loader(beton_path(learnable_data, "train"), 16, torch.device("cpu"),
+                    order="quasi_random", distributed=True)
+    assert augment_seed(7, 0) == 7 and len({augment_seed(7, r) for r in range(8)}) == 8
+
+
+def test_resident_shards_are_disjoint_and_cover_the_split(learnable_data):
+    path = beton_path(learnable_data, "train")
+    shards = [ResidentBatches(path, 8, torch.device("cpu"), seed=3, shard=Shard(r, 3))
+              for r in range(3)]
+    assert [len(s) for s in shards] == [6, 6, 6]  # 160 // 3 = 53 each, 6 batches of 8
+    seen = [np.concatenate([image_hashes(x) for x, _ in s]) for s in shards]
+    assert len(set().union(*map(set, seen))) == sum(map(len, seen)) == 3 * 48
