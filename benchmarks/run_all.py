@@ -1,5 +1,5 @@
 """The benchmark suite in one command: loader, Grad-CAM, training-step ablation, end-to-end epochs,
-cold vs warm start. Sizes adapt to the device; JSON records and a markdown table land in
+cold vs warm start, data-parallel scaling. Sizes adapt to the device; JSON records and a markdown table land in
 benchmarks/results/."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks import bench_gradcam, bench_loader, bench_train  # noqa: E402
+from benchmarks import (SUITES, bench_gradcam, bench_loader, bench_scaling,  # noqa: E402
+                        bench_train)
 from benchmarks.common import RESULTS, ROOT, table, write_records  # noqa: E402
 from ffcv_resnet.config import DataConfig, option, parse  # noqa: E402
 from ffcv_resnet.errors import UserError, atomic_write_bytes, cli  # noqa: E402
 from ffcv_resnet.timing import provenance, resolve_device, slug  # noqa: E402
 
-SUITES = ("prepare", "loader", "gradcam", "train", "epoch", "startup")
 SIZES = {  # (cpu, cuda)
     "batch_size": (64, 512), "loader_images": (4096, 50_000), "epoch_images": (512, 50_000),
     "gradcam_images": (64, 600), "gradcam_single": (8, 100), "steps": (2, 20), "repeats": (2, 3),
@@ -148,6 +148,8 @@ def main() -> None:
                                                 s["epoch_images"], s["repeats"],
                                                 cfg["data"].workers),
         "startup": lambda: startup(data_dir, device, s, b.startup_compile),
+        "scaling": lambda: bench_scaling.run(data_dir, device, s["batch_size"],
+                                             s["epoch_images"]),
     }
     prov = (f"{info['device']}, torch {info['torch']}"
             f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "

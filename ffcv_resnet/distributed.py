@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import TrainingFailed, UserError
+from .errors import TrainingFailed, UserError, exit_at_once
 
 T = TypeVar("T")
 TIMEOUT_ENV = "FFCV_RESNET_DIST_TIMEOUT"  # seconds a collective may wait for a peer
@@ -94,6 +94,7 @@ def session() -> Iterator[World]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo",
                             timeout=timedelta(seconds=timeout))
+    exit_at_once()  # gloo's threads can abort the interpreter's shutdown (SIGABRT): skip it
     try:
         yield world()
     except RuntimeError as e:
@@ -102,8 +103,7 @@ def session() -> Iterator[World]:
         raise PeerLost(f"rank {dist.get_rank()} stopped: another process of the run failed or "
                        f"did not answer within {timeout} s ({str(e).splitlines()[0][:160]})"
                        ) from None
-    else:
-        dist.destroy_process_group()  # after an error the process just exits: no wait on peers
+    dist.destroy_process_group()  # after an error the process just exits: no wait on peers
 
 
 def place(device: torch.device, w: World) -> torch.device:

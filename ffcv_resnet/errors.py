@@ -37,7 +37,8 @@ _EXIT_AT_ONCE = []  # set once a library left multiprocessing state that may blo
 
 def exit_at_once() -> None:
     """Ask `cli` to end the process without the interpreter's exit hooks (after an interrupted
-    FFCV write, multiprocessing's hooks can wait forever on a dead writer's pipe)."""
+    FFCV write, multiprocessing's hooks can wait forever on a dead writer's pipe; after
+    a torchrun process group, gloo's threads can abort the shutdown)."""
     _EXIT_AT_ONCE.append(True)
 
 
@@ -77,6 +78,8 @@ def cli(main: Callable[[], object]) -> Callable[[], None]:
         rank = int(os.environ.get("RANK", "0") or 0)  # torchrun sets it for every process
         try:
             main()
+            if _EXIT_AT_ONCE:
+                _leave(0)
         except UserError as e:
             if rank == 0 or not e.shared:
                 print(f"error: {'' if rank == 0 else f'rank {rank}: '}{e}", file=sys.stderr)
