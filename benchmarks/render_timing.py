@@ -1,0 +1,71 @@
+"""Rendering time of explain's outputs for a synthetic run with many errors (default 600): the
+gallery pages, manifest, summary and overview figures, and the report. No model, no data set: the
+Grad-CAM maps are smooth random fields, so only the rendering is timed.
+
+    .venv/bin/python benchmarks/render_timing.py [errors] [repeats]
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from ffcv_resnet.cifar import CLASSES  # noqa: E402
+from ffcv_resnet.figures import plot_overview, plot_summary  # noqa: E402
+from ffcv_resnet.gallery import (Explained, confusion_from_errors, write_gallery,  # noqa: E402
+                                 write_manifest, write_report)
+
+RUN_ID = "20261124-000000-abcdef"
+
+
+def synthetic(n: int, seed: int = 0) -> Explained:
+    """`n` errors, most confident first, with random images and smooth maps; a few flat maps."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    true = rng.integers(0, 10, n)
+    cams = F.interpolate(torch.rand(2 * n, 1, 8, 8), size=(32, 32), mode="bilinear")[:, 0]
+    lo, hi = cams.amin((1, 2), keepdim=True), cams.amax((1, 2), keepdim=True)
+    maps = ((cams - lo) / (hi - lo)).numpy()
+    empty = rng.random((2, n)) < 0.04
+    maps[:n][empty[0]], maps[n:][empty[1]] = 0, 0
+    return Explained(np.arange(n) * 7, true, (true + rng.integers(1, 10, n)) % 10,
+                     np.sort(rng.uniform(0.2, 1, n))[::-1], rng.uniform(0, 0.2, n),
+                     rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), maps[:n], maps[n:],
+                     empty[0], empty[1])
+
+
+def render(e: Explained, run_dir: Path) -> None:
+    """What explain renders after Grad-CAM (as in `write_explanations`)."""
+    classes = list(CLASSES)
+    pages = write_gallery(e, classes, run_dir / "gallery", 24, progress=False, run_id=RUN_ID)
+    write_manifest(e, classes, run_dir / "manifest.csv", 24, RUN_ID)
+    plot_summary(confusion_from_errors(e, [1000] * 10), classes, run_dir / "summary.png", RUN_ID)
+    rng = np.random.default_rng(1)
+    plot_overview(rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
+                  np.repeat(np.arange(10), 60), classes, run_dir / "overview.png", run_id=RUN_ID)
+    write_report(run_dir, pages, "summary", RUN_ID)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 600
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    e = synthetic(n)
+    seconds = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            render(e, Path(tmp))
+            seconds.append(time.perf_counter() - start)
+    print(f"rendering {n} errors: median {sorted(seconds)[len(seconds) // 2]:.2f} s "
+          f"(all: {', '.join(f'{s:.2f}' for s in seconds)})")
+
+
+if __name__ == "__main__":
+    main()
