@@ -13,11 +13,11 @@ from .betons import beton_path, checked_metadata
 from .checkpoint import load_model
 from .config import option, require, require_range
 from .errors import UserError, say
-from .evaluate import predict
+from .evaluate import autocast, tta_logits
 from .figures import plot_overview, plot_summary, png_run_id
 from .gallery import (Explained, confusion_from_errors, write_gallery, write_manifest,
                       write_report)
-from .gradcam import grad_cam
+from .gradcam import eval_mode, grad_cams
 from .loaders import load_all
 from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
 from .run import CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_history
@@ -28,7 +28,7 @@ from .timing import DEVICE_NAMES, Stopwatch
 class ExplainConfig:
     """Explain: Grad-CAM of every test error"""
     layer: str = option("layer3", "module whose activations Grad-CAM weighs (layer3 is 8x8)")
-    batch_size: int = option(1024, "images per Grad-CAM forward/backward")
+    batch_size: int = option(1024, "images per Grad-CAM forward (both classes' backwards share it)")
     page_size: int = option(24, "errors per gallery page")
     precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
                             ("auto", "bf16", "fp32"))
@@ -36,7 +36,7 @@ class ExplainConfig:
     overview: bool = option(True, "also draw 10 random training images per class")
 
     def validate(self, prefix: str) -> None:
-        require_range(prefix, self, "batch_size", 2)
+        require_range(prefix, self, "batch_size", 1)
         require_range(prefix, self, "page_size", 1)
         require(bool(DEVICE_NAMES.fullmatch(self.device)), f"{prefix}.device", self.device,
                 "auto, cpu, cuda or cuda:N")
@@ -112,32 +112,33 @@ def load_error_images(data_dir: Path, errors: list[TestError],
     return images
 
 
+def cams_and_probs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor,
+                   layer: str, precision: str, tta: str):
+    """Both classes' maps of a float batch from one forward, and the probabilities `predict`
+    gives with `tta`: that forward's logits are the plain view, and only the other test-time
+    views run again, without a graph. Returns maps (2, N, H, W), empty (2, N), probs (N, K)."""
+    cams = grad_cams(model, x, torch.stack([pred, true]), layer, precision=precision)
+    with eval_mode(model), torch.no_grad(), autocast(x.device, precision):
+        logits = tta_logits(model, x, tta, plain=cams.logits)
+    return cams.maps, cams.empty, logits.softmax(1)
+
+
 def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], layer: str,
             batch_size: int, precision: str = "fp32", tta: str = "flip") -> Explained:
     """Grad-CAM for the predicted and the true class of every error, sorted most confident first.
 
-    Both maps of a batch come from one forward and one backward over [images; images].
+    One forward per batch serves both maps and the probabilities (see `cams_and_probs`).
     """
-    n = len(errors)
-    if n == 0:
-        none = np.zeros(0, dtype=np.int64)
-        return Explained(none, none, none, np.zeros(0), np.zeros(0),
-                         np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32)),
-                         np.zeros((0, 32, 32)), np.zeros(0, bool), np.zeros(0, bool))
+    if not errors:
+        return Explained.none()
     pred = torch.tensor([e.predicted for e in errors], device=images.device)
     true = torch.tensor([e.true for e in errors], device=images.device)
     x = to_float(images)
-    half = max(batch_size // 2, 1)
-    maps, empty = [], []
-    for s in range(0, n, half):
-        both = torch.cat([x[s:s + half], x[s:s + half]])
-        res = grad_cam(model, both, torch.cat([pred[s:s + half], true[s:s + half]]), layer,
-                       precision=precision)
-        maps.append(res.maps.view(2, -1, *res.maps.shape[1:]))
-        empty.append(res.empty.view(2, -1))
-    probs = predict(model, images, batch_size=batch_size, precision=precision,
-                    tta=tta).softmax(1)
-    maps, empty = torch.cat(maps, 1).cpu().numpy(), torch.cat(empty, 1).cpu().numpy()
+    parts = [cams_and_probs(model, x[s:s + batch_size], pred[s:s + batch_size],
+                            true[s:s + batch_size], layer, precision, tta)
+             for s in range(0, len(errors), batch_size)]
+    maps, empty = (torch.cat(t, 1).cpu().numpy() for t in list(zip(*parts))[:2])
+    probs = torch.cat([p for *_, p in parts])
     p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy()
     p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy()
     order = np.argsort(-p_pred, kind="stable")
@@ -165,7 +166,8 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
                        train_count: int) -> None:
     """Grad-CAM every error, then the gallery, manifest, figures, report and explain.json."""
     model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
-    explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision)  # warm-up
+    explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision,
+            run.test.tta)  # warm-up
     with Stopwatch(device) as cam_time:
         e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
     say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "

@@ -33,6 +33,13 @@ class Explained:
     pred_empty: np.ndarray  # (N,) bool
     true_empty: np.ndarray  # (N,) bool
 
+    @classmethod
+    def none(cls) -> "Explained":
+        """A run without errors."""
+        i, p, m = np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 32, 32))
+        return cls(i, i, i, p, p, np.zeros((0, 32, 32, 3), np.uint8), m, m,
+                   np.zeros(0, bool), np.zeros(0, bool))
+
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """A jet-coloured map blended onto the image, as float RGB in [0, 1]."""
