@@ -1,6 +1,7 @@
 """Rendering time of explain's outputs for a synthetic run with many errors (default 600): the
-gallery pages, manifest, summary and overview figures, and the report. No model, no data set: the
-Grad-CAM maps are smooth random fields, so only the rendering is timed.
+gallery pages and sprite sheets, manifest, summary and overview figures, and the report (what
+`render_outputs` writes; not the screenshot). No model, no data set: the Grad-CAM maps are smooth
+random fields, so only the rendering is timed.
 
     .venv/bin/python benchmarks/render_timing.py [errors] [repeats]
 """
@@ -18,9 +19,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ffcv_resnet.cifar import CLASSES  # noqa: E402
-from ffcv_resnet.figures import plot_overview, plot_summary  # noqa: E402
-from ffcv_resnet.gallery import (Explained, confusion_from_errors, write_gallery,  # noqa: E402
-                                 write_manifest, write_report)
+from ffcv_resnet.gallery import Explained, confusion_from_errors  # noqa: E402
+from ffcv_resnet.render import render_outputs  # noqa: E402
+from ffcv_resnet.report import ReportContext  # noqa: E402
 
 RUN_ID = "20261124-000000-abcdef"
 
@@ -42,15 +43,14 @@ def synthetic(n: int, seed: int = 0) -> Explained:
 
 
 def render(e: Explained, run_dir: Path) -> None:
-    """What explain renders after Grad-CAM (as in `write_explanations`)."""
-    classes = list(CLASSES)
-    pages = write_gallery(e, classes, run_dir / "gallery", 24, progress=False, run_id=RUN_ID)
-    write_manifest(e, classes, run_dir / "manifest.csv", 24, RUN_ID)
-    plot_summary(confusion_from_errors(e, [1000] * 10), classes, run_dir / "summary.png", RUN_ID)
+    """What explain renders after Grad-CAM (`render_outputs`), the overview included."""
     rng = np.random.default_rng(1)
-    plot_overview(rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
-                  np.repeat(np.arange(10), 60), classes, run_dir / "overview.png", run_id=RUN_ID)
-    write_report(run_dir, pages, "summary", RUN_ID)
+    overview = (rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
+                np.repeat(np.arange(10), 60))
+    metrics = {"test_accuracy": 1 - len(e.index) / 10_000, "test_images": 10_000}
+    ctx = ReportContext(RUN_ID, list(CLASSES), confusion_from_errors(e, [1000] * 10), metrics,
+                        [], {}, {"layer": "layer3"}, 24, ["curves.png", "summary.png"])
+    render_outputs(e, ctx, run_dir, overview, progress=False)
 
 
 def main() -> None:

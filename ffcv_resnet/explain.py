@@ -1,4 +1,5 @@
-"""Explaining a run: check it against the test beton, Grad-CAM every error, assemble the gallery."""
+"""Explaining a run: check it against the test beton, Grad-CAM every error (one forward per batch),
+then render the gallery and the report, and take the report's screenshot."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,17 +11,20 @@ from torch import nn
 
 from .augment import to_float
 from .betons import beton_path, checked_metadata
+from .browser import screenshot_report, screenshot_skipped
 from .checkpoint import load_model
 from .config import option, require, require_range
 from .errors import UserError, say
 from .evaluate import autocast, tta_logits
-from .figures import plot_overview, plot_summary, png_run_id
-from .gallery import (Explained, confusion_from_errors, write_gallery, write_manifest,
-                      write_report)
+from .figures import png_run_id
+from .gallery import Explained, confusion_from_errors
 from .gradcam import eval_mode, grad_cams
 from .loaders import load_all
 from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
-from .run import CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_history
+from .render import overview_images, render_outputs
+from .report import REPORT, SCREENSHOT, ReportContext
+from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
+                  read_history)
 from .timing import DEVICE_NAMES, Stopwatch
 
 
@@ -34,6 +38,9 @@ class ExplainConfig:
                             ("auto", "bf16", "fp32"))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     overview: bool = option(True, "also draw 10 random training images per class")
+    screenshot: str = option("auto", "report.png, the report at desktop width in headless "
+                             "Chromium: auto (if chromium and playwright are installed), on (an "
+                             "error if not), off", ("auto", "on", "off"))
 
     def validate(self, prefix: str) -> None:
         require_range(prefix, self, "batch_size", 1)
@@ -57,6 +64,8 @@ class FinishedRun:
     test: TestSet
     errors: list[TestError]
     metrics: Metrics
+    history: list[dict]
+    config: dict  # config.yaml without the run id
 
 
 def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
@@ -82,7 +91,7 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
     if blob.get("test") != errors.test.__dict__:
         raise UserError(f"{path}: {ERRORS} and {CHECKPOINT} disagree on the test set")
     return FinishedRun(metrics.run_id, model, blob["classes"], errors.test, errors.errors,
-                       metrics)
+                       metrics, history, read_config(path))
 
 
 def check_data_matches(run_test: TestSet, data_dir: Path) -> dict:
@@ -150,44 +159,41 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], lay
                      pred_empty=empty[0][order], true_empty=empty[1][order])
 
 
-def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int = 10,
-                    seed: int = 0):
-    """Enough random training images (of `n`) to show `per_class` of each class: NHWC, labels."""
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, min(n, per_class * len(classes) * 6), replace=False))
-    images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"), indices=idx)
-    if np.bincount(labels.numpy(), minlength=len(classes)).min() < per_class and len(idx) < n:
-        images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"))
-    return images.permute(0, 2, 3, 1).numpy(), labels.numpy()
+def report_context(run: FinishedRun, e: Explained, ex: ExplainConfig, precision: str,
+                   device: torch.device, cam_seconds: float) -> ReportContext:
+    """What the report shows about the run and about this explain pass."""
+    return ReportContext(
+        run.run_id, run.classes, confusion_from_errors(e, run.test.class_counts),
+        run.metrics.to_dict(), run.history, run.config,
+        {"layer": ex.layer, "precision": precision, "device": str(device),
+         "gradcam_seconds": cam_seconds}, ex.page_size,
+        [CURVES, "summary.png"] + (["overview.png"] if ex.overview else []))
 
 
 def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig, precision: str,
                        device: torch.device, run_dir: Path, data_dir: Path,
                        train_count: int) -> None:
-    """Grad-CAM every error, then the gallery, manifest, figures, report and explain.json."""
+    """Grad-CAM every error, then the gallery, manifest, figures, report, its screenshot and
+    explain.json."""
     model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
+    no_screenshot = screenshot_skipped(ex.screenshot)  # 'on' without a browser fails here
     explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision,
             run.test.tta)  # warm-up
     with Stopwatch(device) as cam_time:
         e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
     say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "
-          f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
+        f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
     with Stopwatch(device) as render_time:
-        pages = write_gallery(e, classes, run_dir / "gallery", ex.page_size, run_id=rid)
-        write_manifest(e, classes, run_dir / "manifest.csv", ex.page_size, rid)
-        plot_summary(confusion_from_errors(e, run.test.class_counts), classes,
-                     run_dir / "summary.png", rid)
-        if ex.overview:
-            plot_overview(*overview_images(data_dir, classes, train_count), classes,
-                          run_dir / "overview.png", run_id=rid)
-        summary = (f"run {rid}: {len(errors)} errors of {run.test.count} test images; "
-                   f"Grad-CAM at {ex.layer}; {int(e.pred_empty.sum())} empty predicted-class maps")
-        write_report(run_dir, pages, summary, rid)
+        ctx = report_context(run, e, ex, precision, device, cam_time.seconds)
+        overview = overview_images(data_dir, classes, train_count) if ex.overview else None
+        pages = render_outputs(e, ctx, run_dir, overview)
+    say(f"rendering: {len(pages)} page(s), sprites, manifest, figures and report in "
+        f"{render_time.seconds:.1f} s -> {run_dir / REPORT}")
+    say(screenshot_report(run_dir / REPORT, run_dir / SCREENSHOT, rid, ex.screenshot,
+                          no_screenshot))
     write_json(run_dir / "explain.json", {
         "run_id": rid, "errors": len(errors), "layer": ex.layer, "precision": precision,
         "device": str(device), "gradcam_seconds": cam_time.seconds,
         "render_seconds": render_time.seconds, "pages": len(pages),
         "empty_pred_maps": int(e.pred_empty.sum()), "empty_true_maps": int(e.true_empty.sum()),
-        "torch": torch.__version__})
-    say(f"rendering: {len(pages)} pages, manifest, summary and overview in "
-          f"{render_time.seconds:.1f} s -> {run_dir / 'report.html'}")
+        "screenshot": (run_dir / SCREENSHOT).is_file(), "torch": torch.__version__})
