@@ -9,6 +9,7 @@ import importlib.util
 import io
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +30,12 @@ def browser_missing() -> str | None:
                "extras)"
     if shutil.which("chromium") is None:
         return "no chromium on PATH (apt-get install chromium; scripts/setup.sh does it as root)"
-    return None
+    try:  # a stub (Ubuntu's snap transition package in a container) is there but cannot run
+        ok = subprocess.run([shutil.which("chromium"), "--version"], capture_output=True,
+                            timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return None if ok else "chromium on PATH does not run (chromium --version fails)"
 
 
 @contextlib.contextmanager
