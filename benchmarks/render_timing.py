@@ -47,7 +47,8 @@ def render(e: Explained, run_dir: Path) -> None:
     rng = np.random.default_rng(1)
     overview = (rng.integers(0, 256, (600, 32, 32, 3), dtype=np.uint8),
                 np.repeat(np.arange(10), 60))
-    metrics = {"test_accuracy": 1 - len(e.index) / 10_000, "test_images": 10_000}
+    metrics = {"test_accuracy": 1 - len(e.index) / 10_000, "test_images": 10_000,
+               "per_class_accuracy": {c: 0.9 for c in CLASSES}}
     ctx = ReportContext(RUN_ID, list(CLASSES), confusion_from_errors(e, [1000] * 10), metrics,
                         [], {}, {"layer": "layer3"}, 24, ["curves.png", "summary.png"])
     render_outputs(e, ctx, run_dir, overview, progress=False)
