@@ -26,8 +26,8 @@ SHOT_MAX_HEIGHT = 2600  # the screenshot: the top of the page, summary to the fi
 def browser_missing() -> str | None:
     """Why no headless browser can run here, or None when one can."""
     if importlib.util.find_spec("playwright") is None:
-        return "Playwright for Python is not installed (pip install playwright; it is in the test " \
-               "extras)"
+        return "Playwright for Python is not installed (pip install playwright; the test extras " \
+               "have it)"
     if shutil.which("chromium") is None:
         return "no chromium on PATH (apt-get install chromium; scripts/setup.sh does it as root)"
     try:  # a stub (Ubuntu's snap transition package in a container) is there but cannot run
@@ -83,7 +83,8 @@ def screenshot_report(page_path: Path, out: Path, run_id: str, mode: str,
         try:
             start = time.perf_counter()
             screenshot(page_path, out, run_id)
-            return f"screenshot: {out} ({DESKTOP[0]} px wide) in {time.perf_counter() - start:.1f} s"
+            seconds = time.perf_counter() - start
+            return f"screenshot: {out} ({DESKTOP[0]} px wide) in {seconds:.1f} s"
         except BrowserError as e:
             skipped = f"the browser failed: {str(e).strip().splitlines()[0]}"
             if mode == "on":

@@ -21,11 +21,14 @@ from .gallery import Explained, confusion_from_errors
 from .gradcam import eval_mode, grad_cams
 from .loaders import load_all
 from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
-from .render import overview_images, render_outputs
+from .render import MANIFEST, OVERVIEW, SUMMARY, overview_images, render_outputs
 from .report import REPORT, SCREENSHOT, ReportContext
 from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
                   read_history)
 from .timing import DEVICE_NAMES, Stopwatch
+
+
+EXPLAIN_JSON = "explain.json"
 
 
 @dataclass
@@ -122,7 +125,8 @@ def load_error_images(data_dir: Path, errors: list[TestError],
 
 
 def cams_and_probs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor,
-                   layer: str, precision: str, tta: str):
+                   layer: str, precision: str,
+                   tta: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Both classes' maps of a float batch from one forward, and the probabilities `predict`
     gives with `tta`: that forward's logits are the plain view, and only the other test-time
     views run again, without a graph. Returns maps (2, N, H, W), empty (2, N), probs (N, K)."""
@@ -134,10 +138,8 @@ def cams_and_probs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, true: 
 
 def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], layer: str,
             batch_size: int, precision: str = "fp32", tta: str = "flip") -> Explained:
-    """Grad-CAM for the predicted and the true class of every error, sorted most confident first.
-
-    One forward per batch serves both maps and the probabilities (see `cams_and_probs`).
-    """
+    """Grad-CAM of the predicted and the true class of every error, and both probabilities,
+    from one forward per batch (`cams_and_probs`); sorted most confident first."""
     if not errors:
         return Explained.none()
     pred = torch.tensor([e.predicted for e in errors], device=images.device)
@@ -167,18 +169,17 @@ def report_context(run: FinishedRun, e: Explained, ex: ExplainConfig, precision:
         run.metrics.to_dict(), run.history, run.config,
         {"layer": ex.layer, "precision": precision, "device": str(device),
          "gradcam_seconds": cam_seconds}, ex.page_size,
-        [CURVES, "summary.png"] + (["overview.png"] if ex.overview else []))
+        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if ex.overview else []) +
+        [ERRORS, METRICS, EXPLAIN_JSON])
 
 
 def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig, precision: str,
                        device: torch.device, run_dir: Path, data_dir: Path,
                        train_count: int) -> None:
-    """Grad-CAM every error, then the gallery, manifest, figures, report, its screenshot and
-    explain.json."""
+    """Grad-CAM every error, then gallery, manifest, figures, report, screenshot, explain.json."""
     model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
     no_screenshot = screenshot_skipped(ex.screenshot)  # 'on' without a browser fails here
-    explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision,
-            run.test.tta)  # warm-up
+    explain(model, images[:2], errors[:2], ex.layer, 2, precision, run.test.tta)  # warm-up
     with Stopwatch(device) as cam_time:
         e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
     say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "
@@ -191,7 +192,7 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
         f"{render_time.seconds:.1f} s -> {run_dir / REPORT}")
     say(screenshot_report(run_dir / REPORT, run_dir / SCREENSHOT, rid, ex.screenshot,
                           no_screenshot))
-    write_json(run_dir / "explain.json", {
+    write_json(run_dir / EXPLAIN_JSON, {
         "run_id": rid, "errors": len(errors), "layer": ex.layer, "precision": precision,
         "device": str(device), "gradcam_seconds": cam_time.seconds,
         "render_seconds": render_time.seconds, "pages": len(pages),

@@ -15,6 +15,7 @@ from matplotlib import colormaps
 from .errors import atomic_write_bytes
 from .figures import array_png_bytes, png_bytes, plt
 
+GALLERY = "gallery"  # the folder in the run folder
 SCALE = 3  # pixels per CIFAR pixel in a page's tile
 GAP = 2  # white CIFAR pixels between a tile's panels
 CELL_W, CELL_H, CAPTION_H, TITLE_H = 310, 136, 30, 46  # a page's layout, in page pixels

@@ -10,9 +10,11 @@ import torch
 
 from .betons import beton_path
 from .figures import plot_overview, plot_summary
-from .gallery import Explained, write_gallery, write_manifest
+from .gallery import GALLERY, Explained, write_gallery, write_manifest
 from .loaders import load_all
 from .report import ReportContext, write_report
+
+MANIFEST, SUMMARY, OVERVIEW = "manifest.csv", "summary.png", "overview.png"
 
 
 def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
@@ -20,11 +22,11 @@ def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
                    progress: bool = True) -> list[Path]:
     """Every rendered output (the overview when its training images are given); the pages."""
     run_dir, rid = Path(run_dir), ctx.run_id
-    pages = write_gallery(e, ctx.classes, run_dir / "gallery", ctx.page_size, progress, rid)
-    write_manifest(e, ctx.classes, run_dir / "manifest.csv", ctx.page_size, rid)
-    plot_summary(ctx.confusion, ctx.classes, run_dir / "summary.png", rid)
+    pages = write_gallery(e, ctx.classes, run_dir / GALLERY, ctx.page_size, progress, rid)
+    write_manifest(e, ctx.classes, run_dir / MANIFEST, ctx.page_size, rid)
+    plot_summary(ctx.confusion, ctx.classes, run_dir / SUMMARY, rid)
     if overview is not None:
-        plot_overview(*overview, ctx.classes, run_dir / "overview.png", run_id=rid)
+        plot_overview(*overview, ctx.classes, run_dir / OVERVIEW, run_id=rid)
     write_report(run_dir, e, ctx)
     return pages
 

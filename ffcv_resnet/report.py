@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import atomic_write_bytes
-from .gallery import SPRITE_ROWS, Explained, sprite_name
+from .gallery import GALLERY, SPRITE_ROWS, Explained, sprite_name
 from .records import dumps
 
 REPORT, SCREENSHOT = "report.html", "report.png"  # the screenshot: browser.py
@@ -32,7 +32,7 @@ class ReportContext:
     config: dict  # config.yaml without the run id
     explain: dict  # layer, precision, device, gradcam_seconds
     page_size: int  # errors per gallery page
-    figures: list[str]  # the run folder's other files to link, e.g. summary.png
+    links: list[str]  # the run folder's other files to link, e.g. manifest.csv
 
 
 def error_rows(e: Explained, page_size: int) -> list[dict]:
@@ -44,19 +44,18 @@ def error_rows(e: Explained, page_size: int) -> list[dict]:
             for i in range(len(e.index))]
 
 
-def report_data(e: Explained, ctx: ReportContext, gallery: str = "gallery") -> dict:
+def report_data(e: Explained, ctx: ReportContext) -> dict:
     """Everything the page's script reads, as plain JSON-able values."""
     n = len(e.index)
-    pages = [f"{gallery}/page-{p + 1:03d}.png" for p in range(-(-n // ctx.page_size))]
+    pages = [f"{GALLERY}/page-{p + 1:03d}.png" for p in range(-(-n // ctx.page_size))]
     explain = {**ctx.explain, "flat_pred": int(e.pred_empty.sum()),
                "flat_true": int(e.true_empty.sum())}
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),
             "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
             "history": ctx.history, "config": ctx.config, "explain": explain,
             "errors": error_rows(e, ctx.page_size), "tile": TILE_PX, "pages": pages,
-            "sprites": [f"{gallery}/{sprite_name(k)}" for k in range(-(-n // SPRITE_ROWS))],
-            "links": pages + ["manifest.csv", *ctx.figures, "errors.json", "metrics.json",
-                              "explain.json"]}
+            "sprites": [f"{GALLERY}/{sprite_name(k)}" for k in range(-(-n // SPRITE_ROWS))],
+            "links": pages + ctx.links}
 
 
 def script_json(obj) -> str:

@@ -42,7 +42,8 @@ class Page:
             const urls = new Set([...document.querySelectorAll('.tile')].map(
                 (t) => getComputedStyle(t).backgroundImage.slice(5, -2)));
             const sizes = {};
-            for (const img of document.images) sizes[img.src] = [img.naturalWidth, img.naturalHeight];
+            for (const img of document.images)
+                sizes[img.src] = [img.naturalWidth, img.naturalHeight];
             for (const url of urls) {
                 const img = new Image();
                 img.src = url;
