@@ -18,5 +18,8 @@ setup(
         "pillow",
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7"]},
+    package_data={"ffcv_resnet": ["report_page.html"]},  # report.html's template
+    # playwright drives the system's chromium (apt) in the report's browser test: never
+    # `playwright install`, no browser download
+    extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2"]},
 )

@@ -31,17 +31,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels
 
 
-def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return (model(x).float() + model(x.flip(3)).float()) / 2
+def _mirrored(model: nn.Module, x: torch.Tensor,
+              plain: torch.Tensor | None = None) -> torch.Tensor:
+    plain = model(x).float() if plain is None else plain
+    return (plain + model(x.flip(3)).float()) / 2
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
+               plain: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of a float batch with test-time augmentation: none; the mean over the image and its
     mirror (flip); or half that plus half the same for the image shifted one pixel up-left and
-    one down-right, reflect-padded (flip_translate, as the published fast ResNet-18 recipe)."""
+    one down-right, reflect-padded (flip_translate, as the published fast ResNet-18 recipe).
+    `plain`: the un-augmented view's float logits when a caller has them (Grad-CAM's forward),
+    so that only the other views run."""
     if tta == "none":
-        return model(x).float()
-    logits = _mirrored(model, x)
+        return model(x).float() if plain is None else plain
+    logits = _mirrored(model, x, plain)
     if tta == "flip_translate":
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
         shifted = [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]

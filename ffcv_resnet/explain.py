@@ -1,4 +1,5 @@
-"""Explaining a run: check it against the test beton, Grad-CAM every error, assemble the gallery."""
+"""Explaining a run: check it against the test beton, Grad-CAM every error (one forward per batch),
+then render the gallery and the report, and take the report's screenshot."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,33 +11,42 @@ from torch import nn
 
 from .augment import to_float
 from .betons import beton_path, checked_metadata
+from .browser import screenshot_report, screenshot_skipped
 from .checkpoint import load_model
 from .config import option, require, require_range
 from .errors import UserError, say
-from .evaluate import predict
-from .figures import plot_overview, plot_summary, png_run_id
-from .gallery import (Explained, confusion_from_errors, write_gallery, write_manifest,
-                      write_report)
-from .gradcam import grad_cam
+from .evaluate import autocast, tta_logits
+from .figures import png_run_id
+from .gallery import Explained, confusion_from_errors
+from .gradcam import eval_mode, grad_cams
 from .loaders import load_all
 from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
-from .run import CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_history
+from .render import MANIFEST, OVERVIEW, SUMMARY, overview_images, render_outputs
+from .report import REPORT, SCREENSHOT, ReportContext
+from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
+                  read_history)
 from .timing import DEVICE_NAMES, Stopwatch
+
+
+EXPLAIN_JSON = "explain.json"
 
 
 @dataclass
 class ExplainConfig:
     """Explain: Grad-CAM of every test error"""
     layer: str = option("layer3", "module whose activations Grad-CAM weighs (layer3 is 8x8)")
-    batch_size: int = option(1024, "images per Grad-CAM forward/backward")
+    batch_size: int = option(1024, "images per Grad-CAM forward (both classes' backwards share it)")
     page_size: int = option(24, "errors per gallery page")
     precision: str = option("auto", "auto: bf16 on CUDA and on CPUs with native bf16, else fp32",
                             ("auto", "bf16", "fp32"))
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     overview: bool = option(True, "also draw 10 random training images per class")
+    screenshot: str = option("auto", "report.png, the report at desktop width in headless "
+                             "Chromium: auto (if chromium and playwright are installed), on (an "
+                             "error if not), off", ("auto", "on", "off"))
 
     def validate(self, prefix: str) -> None:
-        require_range(prefix, self, "batch_size", 2)
+        require_range(prefix, self, "batch_size", 1)
         require_range(prefix, self, "page_size", 1)
         require(bool(DEVICE_NAMES.fullmatch(self.device)), f"{prefix}.device", self.device,
                 "auto, cpu, cuda or cuda:N")
@@ -57,6 +67,8 @@ class FinishedRun:
     test: TestSet
     errors: list[TestError]
     metrics: Metrics
+    history: list[dict]
+    config: dict  # config.yaml without the run id
 
 
 def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
@@ -82,7 +94,7 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
     if blob.get("test") != errors.test.__dict__:
         raise UserError(f"{path}: {ERRORS} and {CHECKPOINT} disagree on the test set")
     return FinishedRun(metrics.run_id, model, blob["classes"], errors.test, errors.errors,
-                       metrics)
+                       metrics, history, read_config(path))
 
 
 def check_data_matches(run_test: TestSet, data_dir: Path) -> dict:
@@ -112,32 +124,32 @@ def load_error_images(data_dir: Path, errors: list[TestError],
     return images
 
 
+def cams_and_probs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor,
+                   layer: str, precision: str,
+                   tta: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both classes' maps of a float batch from one forward, and the probabilities `predict`
+    gives with `tta`: that forward's logits are the plain view, and only the other test-time
+    views run again, without a graph. Returns maps (2, N, H, W), empty (2, N), probs (N, K)."""
+    cams = grad_cams(model, x, torch.stack([pred, true]), layer, precision=precision)
+    with eval_mode(model), torch.no_grad(), autocast(x.device, precision):
+        logits = tta_logits(model, x, tta, plain=cams.logits)
+    return cams.maps, cams.empty, logits.softmax(1)
+
+
 def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], layer: str,
             batch_size: int, precision: str = "fp32", tta: str = "flip") -> Explained:
-    """Grad-CAM for the predicted and the true class of every error, sorted most confident first.
-
-    Both maps of a batch come from one forward and one backward over [images; images].
-    """
-    n = len(errors)
-    if n == 0:
-        none = np.zeros(0, dtype=np.int64)
-        return Explained(none, none, none, np.zeros(0), np.zeros(0),
-                         np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 32, 32)),
-                         np.zeros((0, 32, 32)), np.zeros(0, bool), np.zeros(0, bool))
+    """Grad-CAM of the predicted and the true class of every error, and both probabilities,
+    from one forward per batch (`cams_and_probs`); sorted most confident first."""
+    if not errors:
+        return Explained.none()
     pred = torch.tensor([e.predicted for e in errors], device=images.device)
     true = torch.tensor([e.true for e in errors], device=images.device)
     x = to_float(images)
-    half = max(batch_size // 2, 1)
-    maps, empty = [], []
-    for s in range(0, n, half):
-        both = torch.cat([x[s:s + half], x[s:s + half]])
-        res = grad_cam(model, both, torch.cat([pred[s:s + half], true[s:s + half]]), layer,
-                       precision=precision)
-        maps.append(res.maps.view(2, -1, *res.maps.shape[1:]))
-        empty.append(res.empty.view(2, -1))
-    probs = predict(model, images, batch_size=batch_size, precision=precision,
-                    tta=tta).softmax(1)
-    maps, empty = torch.cat(maps, 1).cpu().numpy(), torch.cat(empty, 1).cpu().numpy()
+    parts = [cams_and_probs(model, x[s:s + batch_size], pred[s:s + batch_size],
+                            true[s:s + batch_size], layer, precision, tta)
+             for s in range(0, len(errors), batch_size)]
+    maps, empty = (torch.cat(t, 1).cpu().numpy() for t in list(zip(*parts))[:2])
+    probs = torch.cat([p for *_, p in parts])
     p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy()
     p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy()
     order = np.argsort(-p_pred, kind="stable")
@@ -149,43 +161,40 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], lay
                      pred_empty=empty[0][order], true_empty=empty[1][order])
 
 
-def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int = 10,
-                    seed: int = 0):
-    """Enough random training images (of `n`) to show `per_class` of each class: NHWC, labels."""
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, min(n, per_class * len(classes) * 6), replace=False))
-    images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"), indices=idx)
-    if np.bincount(labels.numpy(), minlength=len(classes)).min() < per_class and len(idx) < n:
-        images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"))
-    return images.permute(0, 2, 3, 1).numpy(), labels.numpy()
+def report_context(run: FinishedRun, e: Explained, ex: ExplainConfig, precision: str,
+                   device: torch.device, cam_seconds: float) -> ReportContext:
+    """What the report shows about the run and about this explain pass."""
+    return ReportContext(
+        run.run_id, run.classes, confusion_from_errors(e, run.test.class_counts),
+        run.metrics.to_dict(), run.history, run.config,
+        {"layer": ex.layer, "precision": precision, "device": str(device),
+         "gradcam_seconds": cam_seconds}, ex.page_size,
+        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if ex.overview else []) +
+        [ERRORS, METRICS, EXPLAIN_JSON])
 
 
 def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig, precision: str,
                        device: torch.device, run_dir: Path, data_dir: Path,
                        train_count: int) -> None:
-    """Grad-CAM every error, then the gallery, manifest, figures, report and explain.json."""
+    """Grad-CAM every error, then gallery, manifest, figures, report, screenshot, explain.json."""
     model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
-    explain(model, images[:2], errors[:2], ex.layer, ex.batch_size, precision)  # warm-up
+    no_screenshot = screenshot_skipped(ex.screenshot)  # 'on' without a browser fails here
+    explain(model, images[:2], errors[:2], ex.layer, 2, precision, run.test.tta)  # warm-up
     with Stopwatch(device) as cam_time:
         e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
     say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "
-          f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
+        f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
     with Stopwatch(device) as render_time:
-        pages = write_gallery(e, classes, run_dir / "gallery", ex.page_size, run_id=rid)
-        write_manifest(e, classes, run_dir / "manifest.csv", ex.page_size, rid)
-        plot_summary(confusion_from_errors(e, run.test.class_counts), classes,
-                     run_dir / "summary.png", rid)
-        if ex.overview:
-            plot_overview(*overview_images(data_dir, classes, train_count), classes,
-                          run_dir / "overview.png", run_id=rid)
-        summary = (f"run {rid}: {len(errors)} errors of {run.test.count} test images; "
-                   f"Grad-CAM at {ex.layer}; {int(e.pred_empty.sum())} empty predicted-class maps")
-        write_report(run_dir, pages, summary, rid)
-    write_json(run_dir / "explain.json", {
+        ctx = report_context(run, e, ex, precision, device, cam_time.seconds)
+        overview = overview_images(data_dir, classes, train_count) if ex.overview else None
+        pages = render_outputs(e, ctx, run_dir, overview)
+    say(f"rendering: {len(pages)} page(s), sprites, manifest, figures and report in "
+        f"{render_time.seconds:.1f} s -> {run_dir / REPORT}")
+    say(screenshot_report(run_dir / REPORT, run_dir / SCREENSHOT, rid, ex.screenshot,
+                          no_screenshot))
+    write_json(run_dir / EXPLAIN_JSON, {
         "run_id": rid, "errors": len(errors), "layer": ex.layer, "precision": precision,
         "device": str(device), "gradcam_seconds": cam_time.seconds,
         "render_seconds": render_time.seconds, "pages": len(pages),
         "empty_pred_maps": int(e.pred_empty.sum()), "empty_true_maps": int(e.true_empty.sum()),
-        "torch": torch.__version__})
-    say(f"rendering: {len(pages)} pages, manifest, summary and overview in "
-          f"{render_time.seconds:.1f} s -> {run_dir / 'report.html'}")
+        "screenshot": (run_dir / SCREENSHOT).is_file(), "torch": torch.__version__})

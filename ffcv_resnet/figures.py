@@ -14,12 +14,24 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import atomic_write_bytes  # noqa: E402
 
 
-def png_bytes(fig, run_id: str | None = None, dpi: int = 110) -> bytes:
-    """Render a figure to PNG (closing it), with the run id as a text chunk when given."""
+def png_bytes(fig, run_id: str | None = None, dpi: int = 110, tight: bool = True) -> bytes:
+    """Render a figure to PNG (closing it), with the run id as a text chunk when given. `tight`
+    crops to the drawn content, which costs a second draw: figures laid out exactly skip it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None,
                 metadata={"run_id": run_id} if run_id else None)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def array_png_bytes(rgb: np.ndarray, run_id: str | None = None) -> bytes:
+    """uint8 (H, W, 3) pixels as PNG, exactly, with the run id in the same text chunk."""
+    from PIL import Image, PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    if run_id:
+        info.add_text("run_id", run_id)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 

@@ -1,7 +1,8 @@
-"""Batched Grad-CAM on the device: one forward and one backward per batch, hooks always removed.
+"""Batched Grad-CAM on the device: one forward per batch, hooks always removed.
 
-The backward runs only from the logits down to the chosen layer and computes no parameter
-gradients; the forward records no graph before that layer."""
+The forward records no graph before the chosen layer; each class set's backward runs only from
+the logits down to that layer and computes no parameter gradients. Several class sets per image
+(the predicted and the true class) share the one forward: its graph is kept for each backward."""
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ from .evaluate import autocast
 
 
 class CamResult(NamedTuple):
-    maps: torch.Tensor  # (N, H, W) float32 in [0, 1]
-    empty: torch.Tensor  # (N,) bool: the map was flat after the ReLU, returned as zeros
+    maps: torch.Tensor  # (N, H, W) float32 in [0, 1]; (K, N, H, W) from grad_cams
+    empty: torch.Tensor  # (N,) or (K, N) bool: the map was flat after the ReLU, returned as zeros
     logits: torch.Tensor  # (N, classes) float32, from the same forward pass
 
 
@@ -74,7 +75,7 @@ def _graph_from(module: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode inside; every submodule's own train/eval flag restored exactly afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -85,24 +86,68 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _cam_batch(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor,
-               precision: str) -> CamResult:
+def _class_grads(logits: torch.Tensor, acts: torch.Tensor,
+                 class_sets: torch.Tensor) -> torch.Tensor:
+    """d(sum of each set's chosen logits)/d(acts): (K, N, C, h, w), one backward per set over the
+    same graph (kept until the last). Eval mode keeps images independent, so image i's gradient
+    comes from its own logit alone. On a 2-core CPU this is as fast as one vmapped backward
+    (`is_grads_batched`), and it needs no batching rules."""
+    grads = []
+    for k, classes in enumerate(class_sets):
+        chosen = logits.gather(1, classes[:, None]).sum()
+        (g,) = torch.autograd.grad(chosen, acts, retain_graph=k < len(class_sets) - 1)
+        grads.append(g)  # only the activation's gradient, no parameters'
+    return torch.stack(grads)
+
+
+def _cam_batch(model: nn.Module, layer: nn.Module, images: torch.Tensor,
+               class_sets: torch.Tensor, precision: str) -> CamResult:
     with _graph_from(layer) as leaves, autocast(images.device, precision):
         logits = model(images.detach())
     if not leaves:
         raise ValueError("the chosen layer did not run in the model's forward pass")
     acts = leaves[-1]  # (N, C, h, w)
-    chosen = logits.gather(1, classes[:, None]).sum()  # eval mode: image i's map needs only logit i
-    (grads,) = torch.autograd.grad(chosen, acts)  # only the activation's gradient, no parameters'
-    acts, grads = acts.detach().float(), grads.float()  # CAM arithmetic in fp32
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
-    cam = F.relu((weights * acts).sum(1, keepdim=True))  # (N, 1, h, w)
-    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    lo = cam.amin(dim=(1, 2), keepdim=True)
-    span = cam.amax(dim=(1, 2), keepdim=True) - lo
-    empty = span.flatten() <= 0
+    grads = _class_grads(logits, acts, class_sets).float()  # (K, N, C, h, w); CAM in fp32
+    weights = grads.mean(dim=(3, 4), keepdim=True)  # (K, N, C, 1, 1)
+    cam = F.relu((weights * acts.detach().float()).sum(2, keepdim=True))  # (K, N, 1, h, w)
+    k, n = cam.shape[:2]
+    cam = F.interpolate(cam.flatten(0, 1), size=images.shape[-2:], mode="bilinear",
+                        align_corners=False).view(k, n, *images.shape[-2:])
+    lo = cam.amin(dim=(2, 3), keepdim=True)
+    span = cam.amax(dim=(2, 3), keepdim=True) - lo
+    empty = span.flatten(1) <= 0
     maps = torch.where(span > 0, (cam - lo) / span.clamp_min(torch.finfo(cam.dtype).tiny), 0.0)
     return CamResult(maps, empty, logits.detach().float())
+
+
+def grad_cams(model: nn.Module, images: torch.Tensor, class_sets: torch.Tensor,
+              layer: str = "layer3", batch_size: int | None = None,
+              precision: str = "fp32") -> CamResult:
+    """Grad-CAM maps of K classes per image from one forward per batch: `class_sets` (K, N)
+    gives (K, N, H, W) maps and (K, N) flags, and the (N, classes) logits of that forward.
+
+    images: float (N, 3, H, W) in [0, 1]; maps in [0, 1], min-max scaled per image and class,
+    with `empty` flagging maps that were all zero after the ReLU (returned as zeros).
+    """
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be float (N, 3, H, W), got {tuple(images.shape)} "
+                         f"{images.dtype}")
+    class_sets = torch.as_tensor(class_sets, device=images.device).long()
+    if class_sets.ndim != 2 or class_sets.shape[1] != len(images) or not len(class_sets):
+        raise ValueError(f"need one class per image: {len(images)} images, "
+                         f"{tuple(class_sets.shape[-1:])} classes")
+    module = find_layer(model, layer)
+    step = batch_size or max(len(images), 1)
+    with eval_mode(model):
+        parts = [_cam_batch(model, module, images[i:i + step], class_sets[:, i:i + step],
+                            precision) for i in range(0, len(images), step)]
+    if not parts:
+        k = len(class_sets)
+        return CamResult(images.new_zeros(k, 0, *images.shape[-2:]),
+                         torch.zeros(k, 0, dtype=torch.bool, device=images.device),
+                         images.new_zeros(0, 0))
+    maps, empty, logits = zip(*parts)
+    return CamResult(torch.cat(maps, 1), torch.cat(empty, 1), torch.cat(logits))
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
@@ -113,20 +158,9 @@ def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
     images: float (N, 3, H, W) in [0, 1]; returns (N, H, W) maps in [0, 1], min-max scaled per
     image, with `empty` flagging maps that were all zero after the ReLU (returned as zeros).
     """
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be float (N, 3, H, W), got {tuple(images.shape)} "
-                         f"{images.dtype}")
-    classes = torch.as_tensor(classes, device=images.device).long()
-    if classes.shape != images.shape[:1]:
+    classes = torch.as_tensor(classes, device=images.device)
+    if classes.ndim != 1:
         raise ValueError(f"need one class per image: {len(images)} images, "
                          f"{tuple(classes.shape)} classes")
-    module = find_layer(model, layer)
-    step = batch_size or max(len(images), 1)
-    with _eval_mode(model):
-        parts = [_cam_batch(model, module, images[i:i + step], classes[i:i + step], precision)
-                 for i in range(0, len(images), step)]
-    if not parts:
-        return CamResult(images.new_zeros(0, *images.shape[-2:]),
-                         torch.zeros(0, dtype=torch.bool, device=images.device),
-                         images.new_zeros(0, 0))
-    return CamResult(*(torch.cat(t) for t in zip(*parts)))
+    res = grad_cams(model, images, classes[None], layer, batch_size, precision)
+    return CamResult(res.maps[0], res.empty[0], res.logits)

@@ -26,7 +26,7 @@ CONFIG, HISTORY, STATE = "config.yaml", "history.jsonl", "last.pt"
 CHECKPOINT, ERRORS, CURVES, METRICS = "model.pt", "errors.json", "curves.png", "metrics.json"
 TRAIN_FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, ERRORS, CURVES, METRICS)
 EXPLAIN_FILES = ("gallery", "manifest.csv", "summary.png", "overview.png", "report.html",
-                 "explain.json")
+                 "report.png", "explain.json")
 LOCK = ".lock"
 
 

@@ -18,6 +18,20 @@ if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
   fi
 fi
 
+# Chromium: only report.html's browser test and explain's report.png use it, so the set-up
+# carries on without it (the test then skips, naming what is missing).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium (the report's browser test and screenshot)"
+    { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "setup: chromium could not be installed; the browser test will skip" >&2
+  else
+    echo "setup: no chromium: the browser test skips, explain writes no report.png; add it:" >&2
+    echo "  sudo apt-get install chromium" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -56,6 +56,40 @@ def test_batched_equals_one_image_at_a_time(model_and_batch):
                                atol=1e-5, rtol=0)
 
 
+def test_two_classes_from_one_forward_equal_one_class_at_a_time(model_and_batch):
+    from ffcv_resnet.gradcam import grad_cams
+    model, images, classes = model_and_batch
+    other = (classes + 3) % 10
+    both = grad_cams(model, images, torch.stack([classes, other]), batch_size=5)
+    for k, c in enumerate((classes, other)):  # grad_cam is held to the reference package above
+        alone = grad_cam(model, images, c)
+        torch.testing.assert_close(both.maps[k], alone.maps, atol=1e-5, rtol=0)
+        assert torch.equal(both.empty[k], alone.empty)
+    torch.testing.assert_close(both.logits, model(images).detach())
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
+def test_explain_probabilities_equal_predict(model_and_batch, tta):
+    """The one-pass explain reuses Grad-CAM's logits as TTA's plain view: p(pred) and p(true)
+    must still be what evaluation (errors.json) computed."""
+    from ffcv_resnet.evaluate import predict
+    from ffcv_resnet.explain import explain
+    from ffcv_resnet.records import TestError
+    model, images, classes = model_and_batch
+    uint8 = (images * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    probs = predict(model, uint8, batch_size=5, tta=tta).softmax(1)
+    pred = (classes + 1) % 10
+    errors = [TestError(100 + i, int(t), int(p), float(probs[i, p]))
+              for i, (t, p) in enumerate(zip(classes, pred))]
+    e = explain(model, uint8, errors, "layer3", batch_size=5, tta=tta)
+    row = {int(i): k for k, i in enumerate(e.index)}
+    for i, err in enumerate(errors):
+        k = row[err.index]
+        assert e.p_pred[k] == pytest.approx(float(probs[i, err.predicted]), abs=1e-5)
+        assert e.p_true[k] == pytest.approx(float(probs[i, err.true]), abs=1e-5)
+    assert list(e.p_pred) == sorted(e.p_pred, reverse=True)
+
+
 def test_flat_maps_are_zeros_and_flagged():
     model = resnet18().eval()
     with torch.no_grad():

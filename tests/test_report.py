@@ -1,0 +1,201 @@
+"""report.html in a real browser (headless Chromium via Playwright): it loads from disk without a
+console error, shows every error and image, and its confusion-cell clicks, class filters and
+sorting list exactly the expected rows. Skips, naming what is missing, without a browser."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from ffcv_resnet.browser import browser_missing
+
+MISSING = browser_missing()
+needs_browser = pytest.mark.skipif(MISSING is not None, reason=f"no headless browser: {MISSING}")
+
+
+class Page:
+    """A report opened in Chromium, with every console error, page error and failed request."""
+
+    def __init__(self, page, path):
+        self.page, self.problems = page, []
+        page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        page.goto(path.resolve().as_uri(), wait_until="load")
+
+    def visible_rows(self) -> list[dict]:
+        return self.page.evaluate("""() => [...document.querySelectorAll('#error-rows tr')]
+            .filter((tr) => !tr.hidden).map((tr) => ({index: +tr.dataset.index,
+              true: +tr.dataset.true, pred: +tr.dataset.pred,
+              p_pred: +tr.cells[4].textContent, p_true: +tr.cells[5].textContent}))""")
+
+    def text(self, selector: str) -> str:
+        return self.page.text_content(selector).strip()
+
+    def images_loaded(self) -> dict:
+        """Every <img> and every sprite sheet the tiles use, loaded: name -> (width, height)."""
+        return self.page.evaluate("""async () => {
+            const urls = new Set([...document.querySelectorAll('.tile')].map(
+                (t) => getComputedStyle(t).backgroundImage.slice(5, -2)));
+            const sizes = {};
+            for (const img of document.images)
+                sizes[img.src] = [img.naturalWidth, img.naturalHeight];
+            for (const url of urls) {
+                const img = new Image();
+                img.src = url;
+                try { await img.decode(); } catch (e) {}
+                sizes[url] = [img.naturalWidth, img.naturalHeight];
+            }
+            return sizes;
+        }""")
+
+
+@pytest.fixture(scope="module")
+def explained(trained_run, learnable_data, tmp_path_factory):
+    """A copy of the trained run, explained with small gallery pages and a screenshot."""
+    run_dir = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    args = ["--run.dir", run_dir, "--data.dir", learnable_data, "--explain.page_size", "4",
+            "--explain.screenshot", "on" if MISSING is None else "off"]
+    r = run_script("scripts/explain.py", *args, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    errors = json.loads((run_dir / "errors.json").read_text())["errors"]
+    assert errors, "the toy run should make some mistakes for the report to show"
+    return run_dir, errors, r.stdout
+
+
+@needs_browser
+@pytest.mark.timeout(300)
+def test_report_in_chromium(explained):
+    from ffcv_resnet.browser import chromium_page
+    run_dir, errors, _ = explained
+    with chromium_page() as p:
+        page = Page(p, run_dir / "report.html")
+        assert page.text("#error-count") == str(len(errors))
+        assert page.text("#shown-count") == str(len(errors))
+        assert sorted(r["index"] for r in page.visible_rows()) == sorted(e["index"] for e in errors)
+        sizes = page.images_loaded()
+        assert any(u.endswith("curves.png") for u in sizes)
+        sheets = [u for u in sizes if "/gallery/sprite-" in u]
+        assert len(sheets) == -(-len(errors) // 128)
+        assert all(w > 0 and h > 0 for w, h in sizes.values()), sizes
+        assert sizes[sheets[0]] == [96, 32 * min(len(errors), 128)]  # 3 panels per error row
+
+        (t, p_), count = Counter((e["true"], e["predicted"]) for e in errors).most_common(1)[0]
+        p.click(f'#confusion-matrix td.err[data-true="{t}"][data-pred="{p_}"]')
+        rows = page.visible_rows()
+        assert sorted(r["index"] for r in rows) == sorted(
+            e["index"] for e in errors if (e["true"], e["predicted"]) == (t, p_))
+        assert page.text("#shown-count") == str(count) and len(rows) == count
+
+        p.click("#show-all")
+        cls = Counter(e["true"] for e in errors).most_common(1)[0][0]
+        p.select_option("#filter-true", str(cls))
+        assert sorted(r["index"] for r in page.visible_rows()) == sorted(
+            e["index"] for e in errors if e["true"] == cls)
+        p.select_option("#filter-true", "")
+        cls = Counter(e["predicted"] for e in errors).most_common(1)[0][0]
+        p.select_option("#filter-pred", str(cls))
+        assert sorted(r["index"] for r in page.visible_rows()) == sorted(
+            e["index"] for e in errors if e["predicted"] == cls)
+
+        p.click("#show-all")
+        for order, key, reverse in (("p_pred:1", "p_pred", False), ("p_true:-1", "p_true", True),
+                                    ("p_pred:-1", "p_pred", True)):
+            p.select_option("#sort", order)
+            values = [r[key] for r in page.visible_rows()]
+            assert len(values) == len(errors) and values == sorted(values, reverse=reverse)
+        assert page.problems == []
+
+
+@needs_browser
+def test_screenshot_is_written_with_the_run_id(explained):
+    from PIL import Image
+    from ffcv_resnet.figures import png_run_id
+    run_dir, _, stdout = explained
+    assert "screenshot: " in stdout and "report.png" in stdout
+    with Image.open(run_dir / "report.png") as im:
+        assert im.width == 1400 and 600 < im.height <= 2600
+    run_id = json.loads((run_dir / "metrics.json").read_text())["run_id"]
+    assert png_run_id(run_dir / "report.png") == run_id
+
+
+def test_the_report_carries_the_run_and_its_errors(explained):
+    from ffcv_resnet.figures import png_run_id
+    run_dir, errors, _ = explained
+    run_id = json.loads((run_dir / "metrics.json").read_text())["run_id"]
+    page = (run_dir / "report.html").read_text()
+    assert f'<meta name="run-id" content="{run_id}">' in page
+    data = json.loads(page.split('id="report-data">', 1)[1].split("</script>", 1)[0])
+    assert data["run_id"] == run_id and len(data["errors"]) == len(errors)
+    assert {e["index"] for e in data["errors"]} == {e["index"] for e in errors}
+    for sprite in data["sprites"]:
+        assert png_run_id(run_dir / sprite) == run_id
+
+
+def _hostile_report(tmp_path, n_errors: int):
+    """A report written directly, with class names full of HTML and script syntax."""
+    from ffcv_resnet.figures import array_png_bytes
+    from ffcv_resnet.gallery import Explained, confusion_from_errors, write_gallery
+    from ffcv_resnet.report import ReportContext, write_report
+    classes = [f'</script><b>c{k}</b>&amp;"\'' for k in range(10)]
+    e = Explained.none()
+    if n_errors:
+        rng = np.random.default_rng(0)
+        true = np.arange(n_errors) % 10
+        e = Explained(np.arange(n_errors), true, (true + 1) % 10, np.linspace(0.9, 0.5, n_errors),
+                      np.full(n_errors, 0.1), rng.integers(0, 256, (n_errors, 32, 32, 3), np.uint8),
+                      rng.random((n_errors, 32, 32)), np.zeros((n_errors, 32, 32)),
+                      np.zeros(n_errors, bool), np.ones(n_errors, bool))
+    write_gallery(e, classes, tmp_path / "gallery", 4, progress=False, run_id="r<&>")
+    (tmp_path / "curves.png").write_bytes(array_png_bytes(np.zeros((4, 4, 3), np.uint8)))
+    ctx = ReportContext("r<&>", classes, confusion_from_errors(e, [10] * 10),
+                        {"test_accuracy": 0.9, "test_images": 100,
+                         "per_class_accuracy": {c: 0.9 for c in classes}},
+                        [{"epoch": 1, "lr": 0.1}], {"note": "</script>"}, {"layer": "layer3"}, 4,
+                        [])
+    return write_report(tmp_path, e, ctx), classes, e
+
+
+def test_script_json_cannot_break_out():
+    from ffcv_resnet.report import script_json
+    text = script_json({"a": "</script><!--", "b": "&"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"a": "</script><!--", "b": "&"}
+
+
+@needs_browser
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_errors", [0, 7])
+def test_hostile_class_names_and_no_errors(tmp_path, n_errors):
+    from ffcv_resnet.browser import chromium_page
+    path, classes, e = _hostile_report(tmp_path, n_errors)
+    with chromium_page() as p:
+        page = Page(p, path)
+        assert page.text("#error-count") == str(n_errors)
+        assert len(page.visible_rows()) == n_errors
+        assert p.evaluate("() => [...document.querySelectorAll('#filter-true option')]"
+                          ".slice(1).map((o) => o.textContent)") == classes
+        assert p.evaluate("() => document.querySelectorAll('#per-class b').length") == 0
+        assert p.evaluate("() => document.querySelectorAll('.badge').length") == n_errors
+        assert page.text("#run-id") == "r<&>"
+        assert page.problems == []
+
+
+def test_screenshot_modes_without_a_browser(monkeypatch, tmp_path):
+    from ffcv_resnet import browser
+    from ffcv_resnet.errors import UserError
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    assert "no chromium" in browser.screenshot_skipped("auto")
+    assert browser.screenshot_skipped("off") == "--explain.screenshot off"
+    with pytest.raises(UserError, match="--explain.screenshot on: .*no chromium"):
+        browser.screenshot_skipped("on")
+    stale = tmp_path / "report.png"
+    stale.write_bytes(b"an older screenshot")
+    line = browser.screenshot_report(tmp_path / "report.html", stale, "r", "auto",
+                                     browser.screenshot_skipped("auto"))
+    assert line.startswith("screenshot: none (no chromium") and not stale.exists()
