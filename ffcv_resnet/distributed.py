@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, TypeVar
@@ -19,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import ConfigError
 from .errors import TrainingFailed, UserError, exit_at_once
 
 T = TypeVar("T")
@@ -74,35 +77,72 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _timeout() -> int:
-    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+def _launch() -> tuple[int, int]:
+    """(WORLD_SIZE, timeout) from the environment torchrun sets; ConfigError when it is unusable
+    (raised alike in every process, so rank 0 alone prints it)."""
+    env = os.environ
+    size, raw = env.get("WORLD_SIZE", "1"), env.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+    if not size.isdigit() or int(size) < 1:
+        raise ConfigError(f"WORLD_SIZE={size!r}: expected a whole number of processes")
     if not raw.isdigit() or int(raw) < 1:
-        raise UserError(f"{TIMEOUT_ENV}={raw!r}: expected a whole number of seconds >= 1")
-    return int(raw)
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a whole number of seconds >= 1")
+    missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in env]
+    if int(size) > 1 and missing:
+        raise ConfigError(f"WORLD_SIZE={size} but no {missing[0]}: start several processes with "
+                          "torchrun, or unset WORLD_SIZE for one")
+    return int(size), int(raw)
+
+
+def _join(backend: str, timeout: int) -> None:
+    """init_process_group in a helper thread, so that Ctrl-C and SIGTERM stop the wait for the
+    other processes at once (a C++ wait holds Python's signal handlers until it returns)."""
+    failure: list[BaseException] = []
+
+    def rendezvous() -> None:
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        except BaseException as e:  # noqa: B902 (handed to the main thread)
+            failure.append(e)
+
+    thread = threading.Thread(target=rendezvous, daemon=True, name="rendezvous")
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        exit_at_once()  # the rendezvous thread may still wait: leave without joining it
+        raise
+    if failure:
+        raise PeerLost(f"could not join the other processes within {timeout} s "
+                       f"({_detail(failure[0])})")
+
+
+def _detail(e: BaseException) -> str:
+    """The first line of a library error, without gloo's source-file prefix."""
+    line = (str(e).splitlines() or [type(e).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line)[:160]
 
 
 @contextlib.contextmanager
 def session() -> Iterator[World]:
     """Join torchrun's process group for the block (gloo for CPU tensors, NCCL for CUDA ones);
     a collective that waits longer than the timeout, or loses a peer, raises instead of hanging."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size, timeout = _launch()
     if size <= 1:
         yield World()
         return
-    timeout, cuda = _timeout(), torch.cuda.is_available()
+    cuda = torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo",
-                            timeout=timedelta(seconds=timeout))
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    _join("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout)
     exit_at_once()  # gloo's threads can abort the interpreter's shutdown (SIGABRT): skip it
     try:
         yield world()
     except RuntimeError as e:
         if not _lost_peer(e):
             raise
-        raise PeerLost(f"rank {dist.get_rank()} stopped: another process of the run failed or "
-                       f"did not answer within {timeout} s ({str(e).splitlines()[0][:160]})"
-                       ) from None
+        raise PeerLost(f"training stopped: another process of the run ended or did not "
+                       f"answer (timeout {timeout} s): {_detail(e)}") from None
     dist.destroy_process_group()  # after an error the process just exits: no wait on peers
 
 

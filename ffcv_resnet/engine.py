@@ -125,6 +125,6 @@ def build_engine(cfg: dict, meta: dict, device: torch.device, log=say,
     # compile on one evaluation batch: predict pads its tail, so that is the only shape it sees
     compile_seconds = T.warm_up(
         model, step, (lambda: score(d.images[:tc.eval_batch_size])) if w.main else None,
-        device) if tc.compile == "on" else 0.0
+        device, tc.batch_size // w.size) if tc.compile == "on" else 0.0
     augment = BatchAugment(cfg["augment"], device, augment_seed(tc.seed, w.rank))
     return Engine(d, model, step, augment, evaluate, compile_seconds, w)

@@ -68,6 +68,13 @@ def say(*args, **kwargs) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _rank() -> int:
+    """This process's rank when torchrun started several (0 otherwise, whatever RANK says)."""
+    env = os.environ
+    several = env.get("WORLD_SIZE", "1").isdigit() and int(env.get("WORLD_SIZE", "1")) > 1
+    return int(env["RANK"]) if several and env.get("RANK", "").isdigit() else 0
+
+
 def cli(main: Callable[[], object]) -> Callable[[], None]:
     """Wrap a script's main: UserError -> 'error: ...' on stderr and its exit status (2, or 3
     for a failed run); Ctrl-C -> 130, SIGTERM (once `handle_sigterm()`) -> 143; one line each.
@@ -75,7 +82,7 @@ def cli(main: Callable[[], object]) -> Callable[[], None]:
 
     @functools.wraps(main)
     def wrapper() -> None:
-        rank = int(os.environ.get("RANK", "0") or 0)  # torchrun sets it for every process
+        rank = _rank()
         try:
             main()
             if _EXIT_AT_ONCE:

@@ -62,14 +62,14 @@ def _quiet(*_args, **_kwargs) -> None:
     """What other processes than rank 0 print: nothing."""
 
 
-def _device_and_data(cfg: dict, w: D.World) -> tuple[torch.device, dict]:
-    """This process's device, the recipe resolved for it, and the checked betons' metadata."""
+def _device(cfg: dict, w: D.World) -> torch.device:
+    """This process's device, with the recipe's `auto` settings resolved for it."""
     device = D.place(resolve_device(cfg["training"].device), w)
     tc = cfg["training"] = R.resolved(cfg["training"], device)
     if tc.sync_bn and w.active and device.type != "cuda":
         raise UserError("--training.sync_bn true needs CUDA devices (SyncBatchNorm has no CPU "
                         "kernels)")
-    return device, check_data(cfg, w)
+    return device
 
 
 def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics | None:
@@ -78,7 +78,7 @@ def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics | Non
     started = time.perf_counter() if started is None else started
     rc, w = cfg["run"], D.world()
     log = log if w.main else _quiet
-    device, meta = D.agreed(lambda: _device_and_data(cfg, w), w)
+    device = D.agreed(lambda: _device(cfg, w), w)
     with contextlib.ExitStack() as stack:
 
         def claim() -> tuple[RunFolder, dict | None] | None:
@@ -88,19 +88,19 @@ def train_run(cfg: dict, started: float | None = None, log=say) -> Metrics | Non
             folder.claim(rc.overwrite, rc.resume)
             state = load_state(folder.path / STATE) if rc.resume else None
             if state is not None:
-                _check_resumable(folder, state, meta, cfg, w)
+                _check_resumable(folder, state, w)
             return folder, state
 
         folder, state = D.agreed(claim, w) or (None, None)
+        meta = D.agreed(lambda: _checked_data(cfg, state, w), w)
         if rc.resume and w.active:  # the others get rank 0's last.pt (no shared disk needed)
             state = D.from_main(lambda: state, w)
         return _train(cfg, cfg["training"], device, meta, folder, state, started, log, w)
 
 
-def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict,
-                     w: D.World) -> None:
-    """last.pt belongs to this folder's run, its recipe is config.yaml's, the data is the same,
-    and it runs in as many processes as before (each has its own augmentation draws)."""
+def _check_resumable(folder: RunFolder, state: dict, w: D.World) -> None:
+    """last.pt belongs to this folder's run, its recipe is config.yaml's, and it runs in as
+    many processes as before (each has its own augmentation draws)."""
     if state["run_id"] != folder.run_id():
         raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
     saved, written = _recipe(state["config"]), _recipe(read_config(folder.path))
@@ -108,14 +108,20 @@ def _check_resumable(folder: RunFolder, state: dict, meta: dict, cfg: dict,
     if changed:
         raise UserError(f"{folder.path / 'config.yaml'}: {changed[0]} is {written.get(changed[0])!r}"
                         f" but the run trained with {saved.get(changed[0])!r}; restore it")
-    if state["progress"].get("fingerprint") != meta["source"]["fingerprint"]:
-        raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
     before = state["progress"].get("processes", 1)
     if before != w.size:
         raise UserError(f"{folder.path}: the run trained in {before} process(es), not {w.size}: "
                         "resume it with as many ("
                         + (f"torchrun --nproc_per_node {before})" if before > 1
                            else "one process, without torchrun)"))
+
+
+def _checked_data(cfg: dict, state: dict | None, w: D.World) -> dict:
+    """The betons' metadata (see `check_data`); a resumed run's must be its own data."""
+    meta = check_data(cfg, w)
+    if state is not None and state["progress"].get("fingerprint") != meta["source"]["fingerprint"]:
+        raise UserError(f"{cfg['data'].dir}: not the data the resumed run was trained on")
+    return meta
 
 
 class RunProgress:

@@ -105,14 +105,16 @@ def make_step(model: nn.Module, runner: nn.Module, cfg: TrainConfig, device: tor
     return Step(runner, optimizer, make_schedule(optimizer, cfg, steps_per_epoch), scaler, cfg)
 
 
-def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device) -> float:
+def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device,
+            batch_size: int | None = None) -> float:
     """Compile and warm up train and eval graphs on random data, then restore every state
-    (`eval_fn` None: a process that does not evaluate).
+    (`eval_fn` None: a process that does not evaluate). `batch_size`: what each training step
+    takes (this process's share of the batch under torchrun; the recipe's by default).
 
     Returns the seconds spent, reported apart from training time.
     """
     saved = copy.deepcopy((model.state_dict(), step.state_dict()))
-    bs = step.cfg.batch_size
+    bs = batch_size or step.cfg.batch_size
     x = torch.rand(bs, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)
     with Stopwatch(device) as t:

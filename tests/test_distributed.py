@@ -169,6 +169,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    """Whether rank 0's rendezvous store accepts connections on `port`."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_a_silent_peer_times_out_instead_of_hanging(learnable_data, tmp_path):
     """Started without torchrun's supervision: a stopped peer is noticed by the timeout."""
     run, port = tmp_path / "run", _free_port()
@@ -188,7 +194,7 @@ def test_a_silent_peer_times_out_instead_of_hanging(learnable_data, tmp_path):
         stopped = time.monotonic()
         _, err = procs[0].communicate(timeout=120)
         assert procs[0].returncode == 4 and time.monotonic() - stopped < 60
-        assert err.count("\n") == 1 and "did not answer within 5 s" in err
+        assert err.count("\n") == 1 and "did not answer (timeout 5 s)" in err
     finally:
         procs[1].kill()
         procs[1].wait()
@@ -230,3 +236,39 @@ def test_resident_shards_are_disjoint_and_cover_the_split(learnable_data):
     assert [len(s) for s in shards] == [6, 6, 6]  # 160 // 3 = 53 each, 6 batches of 8
     seen = [np.concatenate([image_hashes(x) for x, _ in s]) for s in shards]
     assert len(set().union(*map(set, seen))) == sum(map(len, seen)) == 3 * 48
+
+
+def test_a_stray_launch_environment_is_one_line_and_a_lone_process_does_not_wait_forever(
+        learnable_data, tmp_path):
+    args = ["scripts/train.py", "--data.dir", str(learnable_data), "--run.dir",
+            str(tmp_path / "run"), *TRAIN_ARGS]
+    base = {k: v for k, v in os.environ.items() if k not in (
+        "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+
+    def run(env: dict, **kw) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, *args, *kw.get("extra", [])], cwd=ROOT,
+                                text=True, env={**base, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    p = run({"WORLD_SIZE": "2"})  # no RANK: not started by torchrun
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.splitlines() == [
+        "error: WORLD_SIZE=2 but no RANK: start several processes with torchrun, or unset "
+        "WORLD_SIZE for one"]
+    p = run({"RANK": "1"}, extra=["--training.epochs", "0"])  # a leftover RANK, one process
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.startswith("error: bad value 0 for --training.epochs")
+    alone = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(_free_port())}
+    p = run({**alone, "FFCV_RESNET_DIST_TIMEOUT": "3"})  # the other process never comes
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 4 and "could not join the other processes within 3 s" in err
+    port = _free_port()
+    p = run({**alone, "MASTER_PORT": str(port)})  # 600 s to wait, but SIGTERM ends it
+    _until(lambda: _listening(port) or p.poll() is not None, "the rendezvous", timeout=120)
+    assert p.poll() is None
+    p.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and time.monotonic() - stopped < 10 and "interrupted" in err
+    assert not (tmp_path / "run").exists()
