@@ -70,4 +70,6 @@ def run(data_dir: Path, device: torch.device, batch_size: int, images: int) -> t
     md = table(["processes", "threads each", "img/s", "epoch s", "speed-up", "efficiency"],
                [[r["processes"], r["threads_per_process"], r["images_per_second"],
                  r["epoch_seconds"], r["speedup"], r["efficiency"]] for r in records])
-    return records, md
+    return records, md + (f"\n\nOne run per row, not a median: `train.py` for 2 epochs on "
+                          f"{images} images, the second epoch's rate; FFCV threads shared "
+                          "among a machine's processes.")

@@ -171,7 +171,8 @@ class DataConfig:
     source: str = option("", "CIFAR-10 source: cifar-10-python.tar.gz, cifar-10-batches-py/, an "
                          "image folder or its .tar/.tar.gz; empty: download the official archive")
     force: bool = option(False, "rebuild the betons even when they are up to date")
-    workers: int = option(0, "CPU threads for writing and loading (0: all cores)")
+    workers: int = option(0, "CPU threads for writing and loading (0: all cores; under "
+                          "torchrun, shared among the processes of a machine)")
     loader: str = option("ffcv", "training data path: streamed by FFCV, or resident in device "
                          "memory", ("ffcv", "resident"))
     order: str = option("random", "FFCV training order", ("random", "quasi_random"))

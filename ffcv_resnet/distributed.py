@@ -60,6 +60,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this machine (they share its cores)
 
     @property
     def main(self) -> bool:
@@ -74,7 +75,9 @@ def world() -> World:
     """The current process group's view, or a single process when there is none."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    env = os.environ
+    return World(dist.get_rank(), dist.get_world_size(), int(env.get("LOCAL_RANK", 0)),
+                 int(env.get("LOCAL_WORLD_SIZE", 0)) or dist.get_world_size())
 
 
 def _launch() -> tuple[int, int]:

@@ -4,6 +4,7 @@ Under torchrun each process builds its own, with its shard of the data, its shar
 and its own augmentation draws; the model is DDP-wrapped and rank 0 evaluates."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,6 +60,12 @@ def check_data(cfg: dict, w: D.World = D.World()) -> dict:
     return meta
 
 
+def loader_threads(workers: int, w: D.World) -> int:
+    """FFCV's threads per process: --data.workers, or (0) this machine's cores shared among its
+    processes (more would oversubscribe the cores: 4x slower with 2 processes on 2 cores)."""
+    return workers or max(1, (os.cpu_count() or 1) // w.local_size)
+
+
 def augment_seed(seed: int, rank: int) -> int:
     """Rank 0 draws from `seed` itself (as a single process); the others from distinct seeds."""
     return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
@@ -73,7 +80,8 @@ def load_data(cfg: dict, meta: dict, device: torch.device, w: D.World = D.World(
     test_idx = subset_indices(counts["test"], data.test_subset, 0)
     batches = train_batches(data.loader, beton_path(data_dir, "train"), tc.batch_size // w.size,
                             device, order=data.order, seed=tc.seed, os_cache=data.os_cache,
-                            indices=train_idx, workers=data.workers, shard=Shard(w.rank, w.size))
+                            indices=train_idx, workers=loader_threads(data.workers, w),
+                            shard=Shard(w.rank, w.size))
     images, labels = load_all(beton_path(data_dir, "test"), device, test_idx)
     index = torch.as_tensor(test_idx if test_idx is not None else range(counts["test"]),
                             device=device)
