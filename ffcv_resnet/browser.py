@@ -51,12 +51,22 @@ def chromium_page(width: int = DESKTOP[0], height: int = DESKTOP[1]) -> Iterator
             browser.close()
 
 
+# The page's height, or when taller than `max`, the bottom of the last table row that fits whole
+_CUT = """(max) => {
+  const h = document.documentElement.scrollHeight;
+  if (h <= max) return h;
+  const ends = [...document.querySelectorAll("tr")].map(
+    r => r.getBoundingClientRect().bottom + window.scrollY).filter(b => b <= max);
+  return Math.ceil(ends.length ? Math.max(...ends) : max);
+}"""
+
+
 def screenshot(page_path: Path, out: Path, run_id: str | None = None) -> None:
     """A desktop-width PNG of the top of a page (atomically, with the run id in a text chunk)."""
     from PIL import Image
     with chromium_page() as page:
         page.goto(Path(page_path).resolve().as_uri(), wait_until="load")
-        height = min(page.evaluate("document.documentElement.scrollHeight"), SHOT_MAX_HEIGHT)
+        height = page.evaluate(_CUT, SHOT_MAX_HEIGHT)
         png = page.screenshot(full_page=True, clip={"x": 0, "y": 0, "width": DESKTOP[0],
                                                     "height": height})
     with Image.open(io.BytesIO(png)) as im:

@@ -21,14 +21,12 @@ from .gallery import Explained, confusion_from_errors
 from .gradcam import eval_mode, grad_cams
 from .loaders import load_all
 from .records import Errors, Metrics, TestError, TestSet, read_json, write_json
-from .render import MANIFEST, OVERVIEW, SUMMARY, overview_images, render_outputs
+from .render import (EXPLAIN_JSON, MANIFEST, OVERVIEW, SUMMARY, overview_images,
+                     render_outputs)
 from .report import REPORT, SCREENSHOT, ReportContext
 from .run import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
                   read_history)
 from .timing import DEVICE_NAMES, Stopwatch
-
-
-EXPLAIN_JSON = "explain.json"
 
 
 @dataclass
@@ -83,9 +81,10 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
     ids = {"config.yaml": folder.run_id(), METRICS: metrics.run_id, CHECKPOINT: blob.get("run_id"),
            ERRORS: errors.run_id, CURVES: png_run_id(path / CURVES)}
     history = read_history(path / HISTORY)
-    if len(history) != metrics.epochs:
-        raise UserError(f"{path}: {HISTORY} holds {len(history)} epochs, {METRICS} says "
-                        f"{metrics.epochs}: an incomplete set of files")
+    if (len(history), len(errors.errors)) != (metrics.epochs, metrics.errors):
+        raise UserError(f"{path}: {HISTORY} and {ERRORS} hold {len(history)} epochs and "
+                        f"{len(errors.errors)} errors, {METRICS} says {metrics.epochs} and "
+                        f"{metrics.errors}: an incomplete or edited set of files")
     ids.update({f"{HISTORY} line {i}": r.get("run_id") for i, r in enumerate(history, 1)})
     for name, run_id in ids.items():
         if run_id != metrics.run_id:

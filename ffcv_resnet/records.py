@@ -88,7 +88,20 @@ class Errors:
     def from_dict(cls, d: Any, where: str) -> "Errors":
         e = _from_dict(cls, d, where)
         rows = [_from_dict(TestError, r, where) for r in e.errors]
-        return dataclasses.replace(e, test=TestSet.from_dict(e.test, where), errors=rows)
+        e = dataclasses.replace(e, test=TestSet.from_dict(e.test, where), errors=rows)
+        e.check(where)
+        return e
+
+    def check(self, where: str) -> None:
+        """UserError unless every row is an error of this test set: known classes, predicted
+        unlike true, an index the test set holds, each image once."""
+        k, indices = len(self.classes), set(self.test.subset or range(self.test.count))
+        for r in self.errors:
+            if not (0 <= r.true < k and 0 <= r.predicted < k and r.true != r.predicted
+                    and r.index in indices and 0 <= r.confidence <= 1):
+                raise UserError(f"{where}: not an error of this run's test set: {r}")
+        if len({r.index for r in self.errors}) != len(self.errors):
+            raise UserError(f"{where}: an image is listed twice")
 
 
 @dataclass(frozen=True)

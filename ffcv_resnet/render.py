@@ -12,16 +12,22 @@ from .betons import beton_path
 from .figures import plot_overview, plot_summary
 from .gallery import GALLERY, Explained, write_gallery, write_manifest
 from .loaders import load_all
-from .report import ReportContext, write_report
+from .report import REPORT, SCREENSHOT, ReportContext, write_report
 
 MANIFEST, SUMMARY, OVERVIEW = "manifest.csv", "summary.png", "overview.png"
+EXPLAIN_JSON = "explain.json"  # written last by explain: its presence marks a finished pass
 
 
 def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
                    overview: tuple[np.ndarray, np.ndarray] | None = None,
                    progress: bool = True) -> list[Path]:
-    """Every rendered output (the overview when its training images are given); the pages."""
+    """Every rendered output (the overview when its training images are given); the pages.
+
+    The old report, its screenshot and explain.json go first: an interrupted pass leaves no
+    report pointing into a gallery it did not draw, and no record claiming it finished."""
     run_dir, rid = Path(run_dir), ctx.run_id
+    for name in (EXPLAIN_JSON, SCREENSHOT, REPORT, MANIFEST):
+        (run_dir / name).unlink(missing_ok=True)
     pages = write_gallery(e, ctx.classes, run_dir / GALLERY, ctx.page_size, progress, rid)
     write_manifest(e, ctx.classes, run_dir / MANIFEST, ctx.page_size, rid)
     plot_summary(ctx.confusion, ctx.classes, run_dir / SUMMARY, rid)

@@ -18,7 +18,6 @@ from .records import dumps
 
 REPORT, SCREENSHOT = "report.html", "report.png"  # the screenshot: browser.py
 TEMPLATE = Path(__file__).with_name("report_page.html")
-TILE_PX = 128  # one 32x32 panel on screen: 4 screen pixels per image pixel, pixelated
 
 
 @dataclass
@@ -53,7 +52,7 @@ def report_data(e: Explained, ctx: ReportContext) -> dict:
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),
             "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
             "history": ctx.history, "config": ctx.config, "explain": explain,
-            "errors": error_rows(e, ctx.page_size), "tile": TILE_PX, "pages": pages,
+            "errors": error_rows(e, ctx.page_size), "pages": pages,
             "sprites": [f"{GALLERY}/{sprite_name(k)}" for k in range(-(-n // SPRITE_ROWS))],
             "links": pages + ctx.links}
 

@@ -193,3 +193,39 @@ def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_p
     assert write_gallery(e, list(CLASSES), tmp_path / "gallery", 4, progress=False) == []
     write_manifest(e, list(CLASSES), tmp_path / "manifest.csv", 4)
     assert (tmp_path / "manifest.csv").read_text().count("\n") == 1  # the header alone
+
+
+def test_an_edited_errors_file_is_refused(trained_run, learnable_data, tmp_path):
+    import json
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    doc = json.loads((trained_run / "errors.json").read_text())
+    assert doc["errors"], "the trained run has errors to edit"
+    for edit, message in ((lambda d: d["errors"][0].update(predicted=d["errors"][0]["true"]),
+                           "not an error of this run's test set"),
+                          (lambda d: d["errors"][0].update(predicted=12),
+                           "not an error of this run's test set"),
+                          (lambda d: d.update(errors=d["errors"][1:]),
+                           "an incomplete or edited set of files")):
+        edited = json.loads(json.dumps(doc))
+        edit(edited)
+        (run / "errors.json").write_text(json.dumps(edited))
+        r = _explain(run, learnable_data)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_interrupted_render_leaves_no_report_of_another_pass(tmp_path, monkeypatch):
+    """The old report, screenshot and explain.json go before anything new is drawn."""
+    from benchmarks.render_timing import render, synthetic
+    from ffcv_resnet import render as R
+    for name in ("report.html", "report.png", "explain.json", "manifest.csv"):
+        (tmp_path / name).write_text("from an earlier pass")
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R, "write_gallery", killed)
+    with pytest.raises(KeyboardInterrupt):
+        render(synthetic(5), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
