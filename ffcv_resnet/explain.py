@@ -81,10 +81,11 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
     ids = {"config.yaml": folder.run_id(), METRICS: metrics.run_id, CHECKPOINT: blob.get("run_id"),
            ERRORS: errors.run_id, CURVES: png_run_id(path / CURVES)}
     history = read_history(path / HISTORY)
-    if (len(history), len(errors.errors)) != (metrics.epochs, metrics.errors):
-        raise UserError(f"{path}: {HISTORY} and {ERRORS} hold {len(history)} epochs and "
-                        f"{len(errors.errors)} errors, {METRICS} says {metrics.epochs} and "
-                        f"{metrics.errors}: an incomplete or edited set of files")
+    for name, what, have, said in ((HISTORY, "epochs", len(history), metrics.epochs),
+                                   (ERRORS, "errors", len(errors.errors), metrics.errors)):
+        if have != said:
+            raise UserError(f"{path}: {name} holds {have} {what}, {METRICS} says {said}: an "
+                            "incomplete or edited set of files")
     ids.update({f"{HISTORY} line {i}": r.get("run_id") for i, r in enumerate(history, 1)})
     for name, run_id in ids.items():
         if run_id != metrics.run_id:
