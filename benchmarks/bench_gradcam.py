@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from benchmarks.common import measure, table
+from ffcv_resnet.augment import to_float
 from ffcv_resnet.evaluate import auto_precision, predict
 from ffcv_resnet.explain import cams_and_probs
 from ffcv_resnet.gradcam import grad_cam
@@ -19,7 +20,7 @@ def explain_before(model: torch.nn.Module, images: torch.Tensor, pred: torch.Ten
     """The reference for `cams_and_probs`: explain's pass until it became one forward. The batch
     went through Grad-CAM twice over ([images; images] for the predicted and the true class),
     then through `predict` for the TTA probabilities: four forwards of each image with flip."""
-    x = images.float().div(255).contiguous(memory_format=torch.channels_last)
+    x = to_float(images)
     res = grad_cam(model, torch.cat([x, x]), torch.cat([pred, true]), layer, precision=precision)
     probs = predict(model, images, batch_size=len(images), precision=precision,
                     tta=tta).softmax(1)
@@ -37,8 +38,8 @@ def explain_cases(model: torch.nn.Module, x: torch.Tensor, classes: torch.Tensor
         return len(x)
 
     def after(precision):
-        xf = u8.float().div(255).contiguous(memory_format=torch.channels_last)  # as explain does
-        float(cams_and_probs(model, xf, classes, true, layer, precision, tta)[0].sum())
+        float(cams_and_probs(model, to_float(u8), torch.stack([classes, true]), layer, precision,
+                             tta)[0].sum())  # as explain does
         return len(x)
 
     return [(f"explain {which}, {p}", lambda f=f, p=p: f(p)) for p in precisions
@@ -77,10 +78,11 @@ def run(device: torch.device, images: int, single: int, repeats: int,
              ("grad-cam batched", lambda: reference(images)),
              ("ours one at a time", lambda: ours(single, batched=False)),
              ("grad-cam one at a time", lambda: reference(single, batched=False))]
-    if auto_precision(device) == "bf16":  # the package cannot run under bf16 autocast: its
-        # activations go through numpy, which has no bfloat16 (it raises TypeError)
+    bf16 = auto_precision(device) == "bf16"
+    if bf16:  # the package cannot run under bf16 autocast: its activations go through numpy,
+        # which has no bfloat16 (it raises TypeError)
         cases.insert(1, ("ours batched bf16", lambda: ours(images, "bf16")))
-    precisions = ["fp32"] + (["bf16"] if auto_precision(device) == "bf16" else [])
+    precisions = ["fp32"] + (["bf16"] if bf16 else [])
     cases += explain_cases(model, x, classes, layer, precisions)
     records = []
     for name, fn in cases:

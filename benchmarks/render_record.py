@@ -51,7 +51,7 @@ def main() -> None:
 
 def write(record: dict) -> None:
     """Replace the record of the same name in render-<device>.json; rewrite its table."""
-    sys.path.insert(0, str(HERE))
+    from ffcv_resnet.errors import atomic_write_bytes
     from ffcv_resnet.records import read_json, write_json
     from ffcv_resnet.timing import slug
     out = HERE / "benchmarks" / "results" / f"render-{slug(record)}.json"
@@ -60,10 +60,10 @@ def write(record: dict) -> None:
     write_json(out, records)
     rows = "\n".join(f"| {r['name']} | {r['git_sha']} | {r['date']} | {r['errors']} | "
                      f"{r['seconds']:.2f} |" for r in records)
-    out.with_suffix(".md").write_text(
+    atomic_write_bytes(out.with_suffix(".md"), (
         f"### render\n\n| checkout | git | date | errors | seconds |\n|---|---|---|---|---|\n"
         f"{rows}\n\nOn {record['device']}, torch {record['torch']}; "
-        f"`benchmarks/render_record.py` (see its docstring). Records: `{out.name}`\n")
+        f"`benchmarks/render_record.py` (see its docstring). Records: `{out.name}`\n").encode())
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ def browser_missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
         return "Playwright for Python is not installed (pip install playwright; the test extras " \
                "have it)"
-    if shutil.which("chromium") is None:
+    exe = shutil.which("chromium")
+    if exe is None:
         return "no chromium on PATH (apt-get install chromium; scripts/setup.sh does it as root)"
     try:  # a stub (Ubuntu's snap transition package in a container) is there but cannot run
-        ok = subprocess.run([shutil.which("chromium"), "--version"], capture_output=True,
+        ok = subprocess.run([exe, "--version"], capture_output=True,
                             timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False

@@ -175,9 +175,7 @@ def agreed(fn: Callable[[], T], w: World) -> T:
                                  code if isinstance(code, int) else 1)
     if not w.active:
         return result
-    failures = [None] * w.size
-    dist.all_gather_object(failures, failure)
-    for rank, f in enumerate(failures):
+    for rank, f in enumerate(gather(failure, w)):
         if f is not None:
             if not f[0]:  # argparse's --help (0) or usage error: it printed already
                 raise SystemExit(f[1])
@@ -224,7 +222,7 @@ def wrap(model: nn.Module, device: torch.device, w: World, sync_bn: bool) -> nn.
 
 
 def check_same_weights(model: nn.Module, w: World) -> None:
-    """UserError unless every process holds the same weights (DDP keeps them equal; this
+    """TrainingFailed unless every process holds the same weights (DDP keeps them equal; this
     checks it once, at the end, with one small all-gather)."""
     if not w.active:
         return
@@ -232,5 +230,5 @@ def check_same_weights(model: nn.Module, w: World) -> None:
         sums = torch.stack([p.double().sum() for p in model.parameters()]).cpu()
     mine = sums.numpy().tobytes()
     if len(set(gather(mine, w))) != 1:
-        raise TrainingFailed("the processes' weights differ after training: data-parallel training "
-                        "went out of step")
+        raise TrainingFailed("the processes' weights differ after training: data-parallel "
+                             "training went out of step")

@@ -44,8 +44,9 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
     one down-right, reflect-padded (flip_translate, as the published fast ResNet-18 recipe).
     `plain`: the un-augmented view's float logits when a caller has them (Grad-CAM's forward),
     so that only the other views run."""
+    plain = model(x).float() if plain is None else plain
     if tta == "none":
-        return model(x).float() if plain is None else plain
+        return plain
     logits = _mirrored(model, x, plain)
     if tta == "flip_translate":
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")

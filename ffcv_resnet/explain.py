@@ -124,13 +124,13 @@ def load_error_images(data_dir: Path, errors: list[TestError],
     return images
 
 
-def cams_and_probs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor,
-                   layer: str, precision: str,
-                   tta: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Both classes' maps of a float batch from one forward, and the probabilities `predict`
-    gives with `tta`: that forward's logits are the plain view, and only the other test-time
-    views run again, without a graph. Returns maps (2, N, H, W), empty (2, N), probs (N, K)."""
-    cams = grad_cams(model, x, torch.stack([pred, true]), layer, precision=precision)
+def cams_and_probs(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str,
+                   precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The maps of `classes` (K, N) of a float batch from one forward, and the probabilities
+    `predict` gives with `tta`: that forward's logits are the plain view, and only the other
+    test-time views run again, without a graph. Returns maps (K, N, H, W), empty (K, N),
+    probs (N, classes)."""
+    cams = grad_cams(model, x, classes, layer, precision=precision)
     with eval_mode(model), torch.no_grad(), autocast(x.device, precision):
         logits = tta_logits(model, x, tta, plain=cams.logits)
     return cams.maps, cams.empty, logits.softmax(1)
@@ -142,19 +142,18 @@ def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], lay
     from one forward per batch (`cams_and_probs`); sorted most confident first."""
     if not errors:
         return Explained.none()
-    pred = torch.tensor([e.predicted for e in errors], device=images.device)
-    true = torch.tensor([e.true for e in errors], device=images.device)
+    classes = torch.tensor([[e.predicted for e in errors], [e.true for e in errors]],
+                           device=images.device)  # (2, N): predicted, true
     x = to_float(images)
-    parts = [cams_and_probs(model, x[s:s + batch_size], pred[s:s + batch_size],
-                            true[s:s + batch_size], layer, precision, tta)
-             for s in range(0, len(errors), batch_size)]
-    maps, empty = (torch.cat(t, 1).cpu().numpy() for t in list(zip(*parts))[:2])
-    probs = torch.cat([p for *_, p in parts])
-    p_pred = probs.gather(1, pred[:, None])[:, 0].cpu().numpy()
-    p_true = probs.gather(1, true[:, None])[:, 0].cpu().numpy()
+    parts = [cams_and_probs(model, x[s:s + batch_size], classes[:, s:s + batch_size], layer,
+                            precision, tta) for s in range(0, len(errors), batch_size)]
+    maps, empty, probs = zip(*parts)
+    maps, empty = torch.cat(maps, 1).cpu().numpy(), torch.cat(empty, 1).cpu().numpy()
+    p_pred, p_true = torch.cat(probs).gather(1, classes.T).T.cpu().numpy()
+    pred, true = classes.cpu().numpy()
     order = np.argsort(-p_pred, kind="stable")
     return Explained(index=np.array([e.index for e in errors], dtype=np.int64)[order],
-                     true=true.cpu().numpy()[order], predicted=pred.cpu().numpy()[order],
+                     true=true[order], predicted=pred[order],
                      p_pred=p_pred[order], p_true=p_true[order],
                      images=images.permute(0, 2, 3, 1).cpu().numpy()[order],
                      pred_maps=maps[0][order], true_maps=maps[1][order],
@@ -193,8 +192,7 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
     say(screenshot_report(run_dir / REPORT, run_dir / SCREENSHOT, rid, ex.screenshot,
                           no_screenshot))
     write_json(run_dir / EXPLAIN_JSON, {
-        "run_id": rid, "errors": len(errors), "layer": ex.layer, "precision": precision,
-        "device": str(device), "gradcam_seconds": cam_time.seconds,
+        "run_id": rid, "errors": len(errors), **ctx.explain,
         "render_seconds": render_time.seconds, "pages": len(pages),
         "empty_pred_maps": int(e.pred_empty.sum()), "empty_true_maps": int(e.true_empty.sum()),
         "screenshot": (run_dir / SCREENSHOT).is_file(), "torch": torch.__version__})

@@ -114,6 +114,11 @@ def sprite_name(sheet: int) -> str:
     return f"sprite-{sheet + 1:03d}.png"
 
 
+def page_name(page: int) -> str:
+    """The file name of gallery page `page` (0-based) in the gallery folder."""
+    return f"page-{page + 1:03d}.png"
+
+
 def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: int,
                   progress: bool = True, run_id: str | None = None) -> list[Path]:
     """Every error across pages and sprite sheets in `out_dir` (replaced whole, never
@@ -128,11 +133,10 @@ def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: in
     if progress:
         from tqdm import tqdm
         starts = tqdm(starts, desc="gallery", unit="page")
-    for p, start in enumerate(starts, 1):
+    for p, start in enumerate(starts):
         rows = range(start, min(start + page_size, len(e.index)))
         title = f"Test errors {start + 1}-{rows[-1] + 1} of {len(e.index)}, most confident first"
-        (tmp / f"page-{p:03d}.png").write_bytes(render_page(e, rows, classes, title,
-                                                            run_id=run_id))
+        (tmp / page_name(p)).write_bytes(render_page(e, rows, classes, title, run_id=run_id))
     old = out_dir.with_name(f".{out_dir.name}.old")
     if out_dir.exists():
         out_dir.rename(old)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import atomic_write_bytes
-from .gallery import GALLERY, SPRITE_ROWS, Explained, sprite_name
+from .gallery import GALLERY, SPRITE_ROWS, Explained, page_name, sprite_name
 from .records import dumps
 
 REPORT, SCREENSHOT = "report.html", "report.png"  # the screenshot: browser.py
@@ -46,7 +46,7 @@ def error_rows(e: Explained, page_size: int) -> list[dict]:
 def report_data(e: Explained, ctx: ReportContext) -> dict:
     """Everything the page's script reads, as plain JSON-able values."""
     n = len(e.index)
-    pages = [f"{GALLERY}/page-{p + 1:03d}.png" for p in range(-(-n // ctx.page_size))]
+    pages = [f"{GALLERY}/{page_name(p)}" for p in range(-(-n // ctx.page_size))]
     explain = {**ctx.explain, "flat_pred": int(e.pred_empty.sum()),
                "flat_true": int(e.true_empty.sum())}
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),

@@ -193,8 +193,7 @@ def _train(cfg, tc, device, meta, folder: RunFolder | None, state, started, log,
     run.startup = time.perf_counter() - started
     try:
         history, logits, m = T.fit(e.step, e.data.batches, e.augment, e.evaluate, device, bar,
-                                   run.on_epoch, run.history,
-                                   (lambda t: D.sum_over(t, w)) if w.active else None)
+                                   run.on_epoch, run.history, lambda t: D.sum_over(t, w))
         D.check_same_weights(e.model, w)
     except TrainingFailed as err:
         raise run.failure(err) from None
