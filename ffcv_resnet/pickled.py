@@ -5,7 +5,8 @@ contain, so a tampered file can neither run code nor make the reader allocate mo
 - globals: numpy's array reconstructor, `numpy.dtype` for integer types, and latin-1 encoding;
   `numpy.ndarray` is a token the reconstructor accepts, not something a pickle can call, so no
   view, stride or uninitialised buffer can be made;
-- an array gets its pixels only from bytes present in the file, at most 10,000 x 3,072 of them;
+- an array gets its pixels only from bytes present in the file, at most 10,000 x 3,072 of them,
+  as bytes (Python 3's pickles) or as a latin-1 `str` (the official files, pickled by Python 2);
 - labels must be a list of Python ints in 0..9, one per image.
 """
 from __future__ import annotations
@@ -43,9 +44,16 @@ class _Array(np.ndarray):
         if shape[0] > MAX_BATCH_IMAGES or (len(shape) == 2 and shape[1] != IMAGE_BYTES):
             raise pickle.UnpicklingError(f"array of shape {shape} is larger than a CIFAR-10 "
                                          f"batch ({MAX_BATCH_IMAGES} x {IMAGE_BYTES})")
-        if not isinstance(raw, bytes) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        # The official batches were pickled by Python 2: their raw data is a py2 `str`, which
+        # latin-1 unpickling turns into a `str` of one character per byte (as numpy expects).
+        if not isinstance(raw, (bytes, str)) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
             raise pickle.UnpicklingError("array data missing or not the size its shape claims")
-        super().__setstate__(state)
+        if isinstance(raw, str):
+            try:
+                raw = raw.encode("latin1")
+            except UnicodeEncodeError:
+                raise pickle.UnpicklingError("array data is text, not bytes") from None
+        super().__setstate__((*state[:-1], raw))
 
 
 def _reconstruct(token, shape, typecode):

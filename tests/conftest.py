@@ -14,6 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import py2pickle  # noqa: E402
 from ffcv_resnet.cifar import BATCHES, CLASSES, Split  # noqa: E402
 
 
@@ -30,22 +31,43 @@ def tiny() -> dict[str, Split]:
     return {"train": make_split(3, 0), "test": make_split(2, 1)}
 
 
-def batch_bytes(split: Split, lo: int, hi: int) -> bytes:
+LAYOUTS = ("py3", "py2")  # pickled by Python 3 (protocol 2), or as the official files are
+
+
+def dumps(obj, layout: str = "py3") -> bytes:
+    """A pickle of `obj` in one of the LAYOUTS: "py2" is the official batches' byte layout."""
+    return py2pickle.dumps(obj) if layout == "py2" else pickle.dumps(obj, protocol=2)
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout(request) -> str:
+    """Each pickle test runs on Python 3's layout and on the official (Python 2) one."""
+    return request.param
+
+
+def batch_bytes(split: Split, lo: int, hi: int, layout: str = "py3",
+                label: str = "tiny") -> bytes:
+    """One batch file's bytes, with the official files' keys in their order."""
     data = split.images[lo:hi].transpose(0, 3, 1, 2).reshape(hi - lo, -1)  # (N, 3072), CHW rows
-    return pickle.dumps({"batch_label": "tiny", "labels": split.labels[lo:hi].tolist(),
-                         "data": data, "filenames": [f"{i}.png" for i in range(lo, hi)]},
-                        protocol=2)
+    return dumps({"batch_label": label, "labels": split.labels[lo:hi].tolist(), "data": data,
+                  "filenames": [f"image_{i:06d}.png" for i in range(lo, hi)]}, layout)
 
 
-def write_batches(folder: Path, splits: dict[str, Split]) -> Path:
-    """A cifar-10-batches-py folder: train spread over data_batch_1..5, test in test_batch."""
+def write_batches(folder: Path, splits: dict[str, Split], layout: str = "py3") -> Path:
+    """A cifar-10-batches-py folder as the official archive holds it: train spread over
+    data_batch_1..5, test in test_batch, batches.meta and readme.html."""
     folder.mkdir(parents=True)
     train = splits["train"]
     bounds = np.linspace(0, len(train.labels), 6).astype(int)
-    for name, lo, hi in zip(BATCHES["train"], bounds[:-1], bounds[1:]):
-        (folder / name).write_bytes(batch_bytes(train, lo, hi))
-    (folder / "test_batch").write_bytes(batch_bytes(splits["test"], 0, len(splits["test"].labels)))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CLASSES)}, protocol=2))
+    for i, (name, lo, hi) in enumerate(zip(BATCHES["train"], bounds[:-1], bounds[1:])):
+        (folder / name).write_bytes(batch_bytes(train, lo, hi, layout,
+                                                f"training batch {i + 1} of 5"))
+    (folder / "test_batch").write_bytes(batch_bytes(splits["test"], 0, len(splits["test"].labels),
+                                                    layout, "testing batch 1 of 1"))
+    meta = {"num_cases_per_batch": 10000, "label_names": list(CLASSES), "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(dumps(meta, layout))
+    (folder / "readme.html").write_text("<meta HTTP-EQUIV=\"REFRESH\" content=\"0; "
+                                        "URL=http://www.cs.toronto.edu/~kriz/cifar.html\">\n")
     return folder
 
 
@@ -59,6 +81,7 @@ def write_image_folder(root: Path, splits: dict[str, Split], fmt: str = "png") -
 
 
 def tar_folder(folder: Path, out: Path, arcname: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w:gz") as tar:
         tar.add(folder, arcname=arcname)
     return out
@@ -66,16 +89,18 @@ def tar_folder(folder: Path, out: Path, arcname: str) -> Path:
 
 @pytest.fixture
 def sources(tmp_path, tiny) -> dict[str, Path]:
-    """One source of each kind, all holding `tiny`."""
-    batches = write_batches(tmp_path / "src" / "cifar-10-batches-py", tiny)
+    """One source of each kind, all holding `tiny`; the pickled kinds also in the official
+    (Python 2) byte layout, as "batches-folder-py2" and "python-archive-py2"."""
     images = write_image_folder(tmp_path / "src" / "images", tiny)
-    return {
-        "batches-folder": batches,
-        "python-archive": tar_folder(batches, tmp_path / "cifar-10-python.tar.gz",
-                                     "cifar-10-batches-py"),
-        "image-folder": images,
-        "image-tar": tar_folder(images, tmp_path / "images.tar.gz", "cifar10"),
-    }
+    out = {"image-folder": images,
+           "image-tar": tar_folder(images, tmp_path / "images.tar.gz", "cifar10")}
+    for layout, suffix in (("py3", ""), ("py2", "-py2")):
+        batches = write_batches(tmp_path / f"src{suffix}" / "cifar-10-batches-py", tiny, layout)
+        out["batches-folder" + suffix] = batches
+        out["python-archive" + suffix] = tar_folder(
+            batches, tmp_path / f"archive{suffix}" / "cifar-10-python.tar.gz",
+            "cifar-10-batches-py")
+    return out
 
 
 def png_bytes(img: np.ndarray) -> bytes:

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, tar_folder, write_batches, write_image_folder
+import py2pickle
+from conftest import ROOT, dumps, tar_folder, write_batches, write_image_folder
 from ffcv_resnet.betons import beton_path, check_beton
 from ffcv_resnet.convert import prepare
 from ffcv_resnet.errors import DataError
@@ -19,13 +20,15 @@ from ffcv_resnet.loaders import ResidentBatches, FfcvBatches, load_all
 from ffcv_resnet.sources import detect
 
 CPU = torch.device("cpu")
-KINDS = ["batches-folder", "python-archive", "image-folder", "image-tar"]
+KINDS = ["batches-folder", "python-archive", "image-folder", "image-tar",
+         "batches-folder-py2", "python-archive-py2"]  # -py2: the official files' byte layout
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_source_round_trips_pixels_and_labels(kind, sources, tiny, tmp_path):
-    assert detect(sources[kind]) == kind
-    meta = prepare(tmp_path / "d", str(sources[kind]), log=lambda *_: None)
+@pytest.mark.parametrize("name", KINDS)
+def test_every_source_round_trips_pixels_and_labels(name, sources, tiny, tmp_path):
+    kind = name.removesuffix("-py2")
+    assert detect(sources[name]) == kind
+    meta = prepare(tmp_path / "d", str(sources[name]), log=lambda *_: None)
     assert meta["counts"] == {"train": 30, "test": 20} and meta["source"]["kind"] == kind
     for split in ("train", "test"):
         images, labels = load_all(beton_path(tmp_path / "d", split), CPU, batch_size=7)
@@ -145,11 +148,11 @@ def test_missing_truncated_and_corrupt_archives(tmp_path, sources):
     assert not (tmp_path / "d").exists()
 
 
-def test_label_out_of_range_and_malicious_pickles_are_refused(tmp_path, tiny):
-    folder = write_batches(tmp_path / "b", tiny)
-    bad = pickle.loads((folder / "test_batch").read_bytes())
+def test_label_out_of_range_and_malicious_pickles_are_refused(tmp_path, tiny, layout):
+    folder = write_batches(tmp_path / "b", tiny, layout)
+    bad = pickle.loads((folder / "test_batch").read_bytes(), encoding="latin1")
     bad["labels"][3] = 10
-    (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
+    (folder / "test_batch").write_bytes(dumps(bad, layout))
     with pytest.raises(DataError, match="label 10 out of range"):
         prepare(tmp_path / "d", str(folder), log=lambda *_: None)
 
@@ -157,7 +160,9 @@ def test_label_out_of_range_and_malicious_pickles_are_refused(tmp_path, tiny):
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
-    (folder / "test_batch").write_bytes(pickle.dumps({"data": Evil(), "labels": []}, protocol=2))
+    evil = (Evil() if layout == "py3" else  # Python 2 named os.system posix.system
+            py2pickle.Reduce(py2pickle.Global("posix", "system"), Evil().__reduce__()[1]))
+    (folder / "test_batch").write_bytes(dumps({"data": evil, "labels": []}, layout))
     with pytest.raises(DataError, match="refusing to load"):
         prepare(tmp_path / "d", str(folder), log=lambda *_: None)
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "d").exists()

@@ -18,7 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, batch_bytes, make_split, run_script, write_batches, write_image_folder
+import py2pickle
+from conftest import (ROOT, batch_bytes, dumps, make_split, run_script, write_batches,
+                      write_image_folder)
 from ffcv_resnet.betons import beton_path, checked_metadata
 from ffcv_resnet.convert import prepare
 from ffcv_resnet.cifar import BATCHES
@@ -106,10 +108,38 @@ EVIL_DATA = {
 }
 
 
-@pytest.mark.parametrize("name", list(EVIL_DATA))
-def test_inflated_or_uninitialised_arrays_are_refused_with_bounded_memory(name, tmp_path, tiny):
-    folder = write_batches(tmp_path / "b", tiny)
-    raw = pickle.dumps({"data": EVIL_DATA[name], "labels": [0] * 10}, protocol=2)
+def _py2(node: _Reduce):
+    """The same hostile reduce in the official (Python 2) layout: numpy under its py2 names."""
+    func, args, *state = node.reduce
+    name = {np.ndarray: ("numpy", "ndarray")}.get(func, ("numpy.core.multiarray", "_reconstruct"))
+    def node(x):
+        return (py2pickle.NDARRAY if x is np.ndarray else
+                py2pickle.dtype_node(x) if isinstance(x, np.dtype) else x)
+
+    args = tuple(node(a) for a in args)
+    state = [tuple(node(x) for x in s) for s in state]
+    return py2pickle.Reduce(py2pickle.Global(*name), args, *state)
+
+
+# A py2 str that claims 2 GB of raw data in a 300-byte file.
+EVIL_PY2 = {"string claiming 2 GB": py2pickle.Reduce(
+    py2pickle.RECONSTRUCT, (py2pickle.NDARRAY, (0,), b"b"),
+    (1, (10, 3072), py2pickle.dtype_node(U1), False, b"x" * 300))}
+
+
+@pytest.mark.parametrize("name", list(EVIL_DATA) + list(EVIL_PY2))
+def test_inflated_or_uninitialised_arrays_are_refused_with_bounded_memory(name, tmp_path, tiny,
+                                                                          layout):
+    folder = write_batches(tmp_path / "b", tiny, layout)
+    if name in EVIL_PY2:
+        if layout == "py3":
+            pytest.skip("a py2 str is only in the official layout")
+        raw = dumps({"data": EVIL_PY2[name], "labels": [0] * 10}, layout)
+        at = raw.index(b"T" + (300).to_bytes(4, "little"))  # BINSTRING's length: now 2 GB
+        raw = raw[:at + 1] + (2**31 - 1).to_bytes(4, "little") + raw[at + 5:]
+    else:
+        data = EVIL_DATA[name] if layout == "py3" else _py2(EVIL_DATA[name])
+        raw = dumps({"data": data, "labels": [0] * 10}, layout)
     assert len(raw) < 1000
     (folder / "test_batch").write_bytes(raw)
     tracemalloc.start()
@@ -130,26 +160,26 @@ def test_inflated_or_uninitialised_arrays_are_refused_with_bounded_memory(name, 
     ([1] * 19, "'labels' is not a list of one label per image"),
     ((1,) * 20, "'labels' is not a list"),
 ])
-def test_labels_must_be_ints_in_range_one_per_image(labels, message, tmp_path, tiny):
-    folder = write_batches(tmp_path / "b", tiny)
-    good = pickle.loads((folder / "test_batch").read_bytes())
+def test_labels_must_be_ints_in_range_one_per_image(labels, message, tmp_path, tiny, layout):
+    folder = write_batches(tmp_path / "b", tiny, layout)
+    good = pickle.loads((folder / "test_batch").read_bytes(), encoding="latin1")
     good["labels"] = labels
-    (folder / "test_batch").write_bytes(pickle.dumps(good, protocol=2))
+    (folder / "test_batch").write_bytes(dumps(good, layout))
     with pytest.raises(DataError, match=message):
         prepare(tmp_path / "d", str(folder), **QUIET)
 
 
-def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path, tiny):
-    folder = write_batches(tmp_path / "b", tiny)
+def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path, tiny, layout):
+    folder = write_batches(tmp_path / "b", tiny, layout)
     with open(folder / "test_batch", "r+b") as f:
         f.truncate(41 << 20)  # sparse: claims 41 MB
     with pytest.raises(DataError, match="more than a CIFAR-10 batch"):
         prepare(tmp_path / "d", str(folder), **QUIET)
 
 
-def test_real_batches_still_round_trip_through_the_strict_unpickler(tiny):
+def test_real_batches_still_round_trip_through_the_strict_unpickler(tiny, layout):
     from ffcv_resnet.pickled import parse_batch
-    split = parse_batch(batch_bytes(tiny["test"], 0, 20), "t")
+    split = parse_batch(batch_bytes(tiny["test"], 0, 20, layout), "t")
     np.testing.assert_array_equal(split.images, tiny["test"].images)
     assert type(split.images) is np.ndarray and split.images.flags.owndata
 
