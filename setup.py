@@ -18,7 +18,7 @@ setup(
         "pillow",
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
-    package_data={"ffcv_resnet": ["report_page.html"]},  # report.html's template
+    package_data={"ffcv_resnet.explain": ["report_page.html"]},  # report.html's template
     # playwright drives the system's chromium (apt) in the report's browser test: never
     # `playwright install`, no browser download
     extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2"]},

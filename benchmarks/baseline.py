@@ -12,9 +12,9 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ffcv_resnet.betons import beton_path, verified
-from ffcv_resnet.loaders import load_all, subset_indices
-from ffcv_resnet.model import MEAN, STD
+from ffcv_resnet.data.betons import beton_path, verified
+from ffcv_resnet.data.loaders import load_all, subset_indices
+from ffcv_resnet.data.cifar import MEAN, STD
 
 
 class InMemoryCifar(Dataset):

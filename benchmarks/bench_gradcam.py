@@ -8,10 +8,11 @@ from typing import Callable
 import torch
 
 from benchmarks.common import measure, table
-from ffcv_resnet.augment import to_float
-from ffcv_resnet.evaluate import auto_precision, predict
-from ffcv_resnet.explain import cams_and_probs
-from ffcv_resnet.gradcam import grad_cam
+from ffcv_resnet.data.augment import to_float
+from ffcv_resnet.precision import auto_precision
+from ffcv_resnet.training.evaluate import predict
+from ffcv_resnet.explain.explain import cams_and_probs
+from ffcv_resnet.explain.gradcam import grad_cam
 from ffcv_resnet.model import resnet18
 
 

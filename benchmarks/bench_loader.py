@@ -8,8 +8,8 @@ import torch
 
 from benchmarks.baseline import UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
-from ffcv_resnet.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.loaders import FfcvBatches, ResidentBatches
+from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
+from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches
 
 
 def _drain(batches, augment=None) -> int:

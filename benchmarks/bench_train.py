@@ -9,10 +9,10 @@ import torch
 
 from benchmarks.baseline import Unnormalised, UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
-from ffcv_resnet import recipe as R
-from ffcv_resnet import train as T
-from ffcv_resnet.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.loaders import FfcvBatches, ResidentBatches
+from ffcv_resnet.training import recipe as R
+from ffcv_resnet.training import loop as T
+from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
+from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches
 from ffcv_resnet.model import resnet18
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (FLOP/s), by device-name fragment.

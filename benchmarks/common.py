@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from ffcv_resnet.records import write_json  # noqa: E402
-from ffcv_resnet.timing import slug, sync  # noqa: E402
+from ffcv_resnet.device import slug  # noqa: E402
+from ffcv_resnet.timing import sync  # noqa: E402
 
 
 def measure(fn: Callable[[], int], device: torch.device, warmup: int = 1,

@@ -31,7 +31,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(a.root).resolve()))  # its ffcv_resnet and benchmarks first
     rt = importlib.import_module("benchmarks.render_timing")
     import torch
-    from ffcv_resnet.timing import provenance  # the timed checkout's, so its git sha
+    provenance = _ours("device", "timing", "provenance")  # the timed checkout's: its git sha
     e, seconds = rt.synthetic(a.errors), []
     for _ in range(a.repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -49,11 +49,20 @@ def main() -> None:
           f"{', '.join(f'{s:.2f}' for s in seconds)}")
 
 
+def _ours(module: str, before: str, name: str):
+    """`name` from ffcv_resnet.<module>, or from ffcv_resnet.<before> in a checkout older than
+    the subpackage layout."""
+    try:
+        return getattr(importlib.import_module(f"ffcv_resnet.{module}"), name)
+    except ImportError:
+        return getattr(importlib.import_module(f"ffcv_resnet.{before}"), name)
+
+
 def write(record: dict) -> None:
     """Replace the record of the same name in render-<device>.json; rewrite its table."""
-    from ffcv_resnet.errors import atomic_write_bytes
     from ffcv_resnet.records import read_json, write_json
-    from ffcv_resnet.timing import slug
+    atomic_write_bytes = _ours("io", "errors", "atomic_write_bytes")
+    slug = _ours("device", "timing", "slug")
     out = HERE / "benchmarks" / "results" / f"render-{slug(record)}.json"
     old = read_json(out, "render records") if out.is_file() else []
     records = [r for r in old if r["name"] != record["name"]] + [record]

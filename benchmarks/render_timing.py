@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ffcv_resnet.cifar import CLASSES  # noqa: E402
-from ffcv_resnet.gallery import Explained, confusion_from_errors  # noqa: E402
-from ffcv_resnet.render import render_outputs  # noqa: E402
-from ffcv_resnet.report import ReportContext  # noqa: E402
+from ffcv_resnet.data.cifar import CLASSES  # noqa: E402
+from ffcv_resnet.explain.gallery import Explained, confusion_from_errors  # noqa: E402
+from ffcv_resnet.explain.render import render_outputs  # noqa: E402
+from ffcv_resnet.explain.report import ReportContext  # noqa: E402
 
 RUN_ID = "20261124-000000-abcdef"
 

@@ -16,9 +16,11 @@ import torch  # noqa: E402
 from benchmarks import (SUITES, bench_gradcam, bench_loader, bench_scaling,  # noqa: E402
                         bench_train)
 from benchmarks.common import RESULTS, ROOT, table, write_records  # noqa: E402
-from ffcv_resnet.config import DataConfig, option, parse  # noqa: E402
-from ffcv_resnet.errors import UserError, atomic_write_bytes, cli  # noqa: E402
-from ffcv_resnet.timing import provenance, resolve_device, slug  # noqa: E402
+from ffcv_resnet.config import option, parse  # noqa: E402
+from ffcv_resnet.data.options import DataConfig  # noqa: E402
+from ffcv_resnet.device import check_device, device_option, provenance, resolve_device, slug  # noqa: E402
+from ffcv_resnet.errors import UserError, cli  # noqa: E402
+from ffcv_resnet.io import atomic_write_bytes  # noqa: E402
 
 SIZES = {  # (cpu, cuda)
     "batch_size": (64, 512), "loader_images": (4096, 50_000), "epoch_images": (512, 50_000),
@@ -26,12 +28,12 @@ SIZES = {  # (cpu, cuda)
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
     """Benchmarks"""
     suites: str = option(",".join(SUITES), "comma-separated subset of " + ",".join(SUITES) +
                          " (prepare runs only when --data.source is given)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
     compile_modes: str = option("auto", "compile modes for the step ablation (auto: none on the "
                                 "CPU; default,max-autotune-no-cudagraphs,reduce-overhead on CUDA)")
     scale: float = option(1.0, "multiply the device's default image counts and steps by this")
@@ -40,6 +42,16 @@ class BenchConfig:
     batch_size: int = option(0, "batch size for every suite (0: 64 on the CPU, 512 on CUDA)")
     tag: str = option("", "suffix for the result files (e.g. a second run on the same device)")
     out: str = option(str(RESULTS), "folder for the JSON records and the markdown table")
+
+    def validate(self, prefix: str) -> None:
+        check_device(prefix, self.device)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """benchmarks/run_all.py's options."""
+    data: DataConfig
+    bench: BenchConfig
 
 
 def sizes(device: torch.device, scale: float) -> dict:
@@ -55,7 +67,7 @@ def prepare_times(source: str) -> tuple[list[dict], str]:
     in-process, and as a user runs it (scripts/prepare_data.py, a whole process, 3 times)."""
     import subprocess
     import time
-    from ffcv_resnet.convert import prepare
+    from ffcv_resnet.data.convert import prepare
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("first run", "rerun"):
@@ -64,7 +76,7 @@ def prepare_times(source: str) -> tuple[list[dict], str]:
             seconds = time.perf_counter() - start
             records.append({"benchmark": "prepare", "name": name, "seconds": seconds,
                             "source_kind": meta["source"]["kind"], "counts": meta["counts"],
-                            "timed": "ffcv_resnet.convert.prepare in-process: read + check the "
+                            "timed": "ffcv_resnet.data.convert.prepare in-process: read + check the "
                                      "source, write both betons (first run); the up-to-date "
                                      "check with both SHA-256s (rerun)"})
             print(f"  prepare {name}: {seconds:.2f} s", flush=True)
@@ -120,8 +132,8 @@ def startup(data_dir: Path, device: torch.device, s: dict,
 
 @cli
 def main() -> None:
-    cfg = parse({"data": DataConfig, "bench": BenchConfig}, description=__doc__)
-    b, data_dir = cfg["bench"], Path(cfg["data"].dir)
+    cfg = parse(BenchSettings, description=__doc__)
+    b, data_dir = cfg.bench, Path(cfg.data.dir)
     chosen = [x.strip() for x in b.suites.split(",") if x.strip()]
     if not chosen or set(chosen) - set(SUITES):
         raise UserError(f"--bench.suites: choose from {','.join(SUITES)}")
@@ -134,19 +146,19 @@ def main() -> None:
                           if device.type == "cuda" else "")).split(",") if m]
     info = provenance(device)
     print(f"benchmarks on {info['device']} (torch {info['torch']}), sizes {s}")
-    if "prepare" in chosen and not cfg["data"].source:
+    if "prepare" in chosen and not cfg.data.source:
         chosen.remove("prepare")  # needs a source to convert
     runners = {
-        "prepare": lambda: prepare_times(cfg["data"].source),
+        "prepare": lambda: prepare_times(cfg.data.source),
         "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
-                                           s["repeats"], cfg["data"].workers),
+                                           s["repeats"], cfg.data.workers),
         "gradcam": lambda: bench_gradcam.run(device, s["gradcam_images"], s["gradcam_single"],
                                              s["repeats"]),
         "train": lambda: bench_train.ablation(device, s["batch_size"], s["steps"], s["repeats"],
                                               modes),
         "epoch": lambda: bench_train.end_to_end(data_dir, device, s["batch_size"],
                                                 s["epoch_images"], s["repeats"],
-                                                cfg["data"].workers),
+                                                cfg.data.workers),
         "startup": lambda: startup(data_dir, device, s, b.startup_compile),
         "scaling": lambda: bench_scaling.run(data_dir, device, s["batch_size"],
                                              s["epoch_images"]),

@@ -1,14 +1,23 @@
 """ffcv_resnet: fast ResNet-18 training on CIFAR-10 with FFCV, and batched Grad-CAM of its errors.
 
-`resnet18` and `grad_cam` are imported on first use (PEP 562), so that light entry points such as
-the data preparation's up-to-date check start without loading torch.
+The data flows through the subpackages in one direction, and imports follow it:
+
+    data/      sources -> betons -> loaders -> augment        (CIFAR-10 to uint8 batches on the device)
+    model.py   the CIFAR ResNet-18, normalisation inside
+    training/  recipe -> loop -> engine -> runner              (a run folder, metrics.json last)
+    explain/   gradcam -> explain -> gallery, figures, report  (every test error, explained)
+    reproduce/ every headline figure in one command
+    the ground under them: config, errors, io, records, run_folder, device, precision, timing, png
+
+The names below are imported on first use (PEP 562), so that light entry points such as the
+data preparation's up-to-date check start without loading torch.
 """
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {"resnet18": "model", "grad_cam": "gradcam", "CamResult": "gradcam",
-         "CLASSES": "cifar"}
+_LAZY = {"resnet18": "model", "grad_cam": "explain.gradcam", "CamResult": "explain.gradcam",
+         "CLASSES": "data.cifar", "load_model": "training.checkpoint"}
 __all__ = list(_LAZY)
 
 

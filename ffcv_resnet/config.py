@@ -1,5 +1,9 @@
 """Config: dataclasses are the one source of defaults; fastargs declares and parses them at the edge.
 
+A script's settings are a frozen dataclass whose fields are its sections (frozen dataclasses of
+options, each declared with `option`); `parse` returns one, checked, and nothing changes it after:
+a resolved value (an `auto` made concrete) is a new object (`dataclasses.replace`).
+
 Parsing is strict where fastargs is lax: booleans accept only true/false/yes/no/1/0, unknown CLI
 options and YAML keys are errors, environment variables are ignored, and a bad value raises
 ConfigError (one line, non-zero exit) instead of fastargs' exit status 0.
@@ -9,9 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
+import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import yaml
 from fastargs import Config, Param, Section
@@ -44,9 +48,27 @@ def require_range(prefix: str, obj: Any, name: str, low: float, high: float = ma
     require(ok, f"{prefix}.{name}", v, f"{kind} {lo}{hi}")
 
 
-def option(default: Any, desc: str, choices: Sequence[str] | None = None) -> Any:
-    """A dataclass field with the help text and allowed values the CLI shows."""
-    return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices})
+S = TypeVar("S")
+
+
+def option(default: Any, desc: str, choices: Sequence[str] | None = None,
+           resumable: bool = False) -> Any:
+    """A dataclass field with the help text and allowed values the CLI shows. `resumable`: a
+    resumed run may set it anew (where and how it runs, never what it computes)."""
+    return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices,
+                                                        "resumable": resumable})
+
+
+def sections(settings: type) -> dict[str, type]:
+    """{section name: its dataclass} of a settings class."""
+    hints = typing.get_type_hints(settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(settings)}
+
+
+def resumable(settings: type) -> set[str]:
+    """The "section.name" keys of the options declared resumable."""
+    return {f"{name}.{f.name}" for name, cls in sections(settings).items()
+            for f in dataclasses.fields(cls) if f.metadata.get("resumable")}
 
 
 class _Strict(Checker):
@@ -85,9 +107,9 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (--help lists every option)")
 
 
-def _declare(sections: dict[str, type]) -> Config:
+def _declare(settings: type) -> Config:
     config = Config()  # a fresh one, not fastargs' global
-    for name, cls in sections.items():
+    for name, cls in sections(settings).items():
         params = {}
         for f in dataclasses.fields(cls):
             type_name = f.type if isinstance(f.type, str) else f.type.__name__
@@ -129,13 +151,13 @@ def flatten(tree: dict[str, dict]) -> dict[str, Any]:
     return _flatten(tree)
 
 
-def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
-          description: str = "", base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Command line (+ YAML files given with -C) -> {section: dataclass instance}.
+def parse(settings: type[S], argv: Sequence[str] | None = None,
+          description: str = "", base: dict[str, Any] | None = None) -> S:
+    """Command line (+ YAML files given with -C) -> a checked `settings` instance.
 
     `base` ({"section.name": value}) comes first: YAML files and the command line override it.
     """
-    config = _declare(sections)
+    config = _declare(settings)
     parser = _Parser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-C", "--config-file", action="append", default=[],
@@ -157,38 +179,13 @@ def parse(sections: dict[str, type], argv: Sequence[str] | None = None,
         raise ConfigError(f"bad value {config.content.get(path)!r} for --{'.'.join(path)} "
                           f"(expected {config.entries[path].checker.help()})")
     parsed = {name: cls(**{f.name: config[(name, f.name)] for f in dataclasses.fields(cls)})
-              for name, cls in sections.items()}
+              for name, cls in sections(settings).items()}
     for name, value in parsed.items():  # ranges and cross-checks, before any work is done
         if hasattr(value, "validate"):
             value.validate(name)
-    return parsed
+    return settings(**parsed)
 
 
-@dataclasses.dataclass
-class DataConfig:
-    """Data: where the betons live and how training batches reach the device"""
-    dir: str = option("data", "folder of train.beton, test.beton and cifar10.json")
-    source: str = option("", "CIFAR-10 source: cifar-10-python.tar.gz, cifar-10-batches-py/, an "
-                         "image folder or its .tar/.tar.gz; empty: download the official archive")
-    force: bool = option(False, "rebuild the betons even when they are up to date")
-    workers: int = option(0, "CPU threads for writing and loading (0: all cores; under "
-                          "torchrun, shared among the processes of a machine)")
-    loader: str = option("ffcv", "training data path: streamed by FFCV, or resident in device "
-                         "memory", ("ffcv", "resident"))
-    order: str = option("random", "FFCV training order", ("random", "quasi_random"))
-    os_cache: bool = option(True, "let FFCV read the beton through the OS page cache")
-    train_subset: int = option(0, "train on a fixed random subset of this many images (0: all)")
-    test_subset: int = option(0, "evaluate on a fixed random subset of this many (0: all)")
-
-    def validate(self, prefix: str) -> None:
-        require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
-        for name in ("train_subset", "test_subset"):
-            require_range(prefix, self, name, 0)
-        cores = os.cpu_count() or 1
-        require(0 <= self.workers <= cores, f"{prefix}.workers", self.workers,
-                f"0 (all cores) to {cores}, this machine's cores")
-
-
-def as_dict(parsed: dict[str, Any]) -> dict[str, dict]:
-    """The resolved config as plain nested dicts (for the run folder)."""
-    return {name: dataclasses.asdict(value) for name, value in parsed.items()}
+def as_dict(settings: Any) -> dict[str, dict]:
+    """Settings as plain nested dicts {section: {name: value}} (for the run folder)."""
+    return dataclasses.asdict(settings)

@@ -5,8 +5,6 @@ import functools
 import os
 import signal
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 
@@ -68,11 +66,16 @@ def say(*args, **kwargs) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def launch_size() -> int | None:
+    """The process count torchrun set in WORLD_SIZE (1 when unset; None when not a count)."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    return int(size) if size.isdigit() and int(size) >= 1 else None
+
+
 def _rank() -> int:
     """This process's rank when torchrun started several (0 otherwise, whatever RANK says)."""
-    env = os.environ
-    several = env.get("WORLD_SIZE", "1").isdigit() and int(env.get("WORLD_SIZE", "1")) > 1
-    return int(env["RANK"]) if several and env.get("RANK", "").isdigit() else 0
+    rank = os.environ.get("RANK", "")
+    return int(rank) if (launch_size() or 1) > 1 and rank.isdigit() else 0
 
 
 def cli(main: Callable[[], object]) -> Callable[[], None]:
@@ -98,19 +101,3 @@ def cli(main: Callable[[], object]) -> Callable[[], None]:
             _leave(143 if term else 130)
 
     return wrapper
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,13 +1,28 @@
 """The model: the seed's CIFAR ResNet-18 (11,173,962 parameters), owning its normalisation."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from .data.cifar import MEAN, STD
+
 ARCH = "resnet18-cifar"
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; every submodule's own train/eval flag restored exactly afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class CifarResNet18(ResNet):
@@ -47,15 +62,12 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> str:
     for module in model.modules():
         if isinstance(module, shown):
             hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(2, *input_size, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     line = "-" * 64
     out = [line, f"{'Layer (type)':>25}  {'Output Shape':>25} {'Param #':>10}", "=" * 64]
     out += [f"{name:>25}  {str(shape):>25} {params:>10,}" for name, shape, params in rows]

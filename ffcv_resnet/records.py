@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, atomic_write_bytes
+from .errors import UserError
+from .io import atomic_write_bytes
 
 
 def dumps(obj: Any, indent: int | None = 1) -> str:

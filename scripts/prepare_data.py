@@ -4,15 +4,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ffcv_resnet.convert import prepare  # noqa: E402
-from ffcv_resnet.config import DataConfig, parse  # noqa: E402
+from ffcv_resnet.config import parse  # noqa: E402
+from ffcv_resnet.data.convert import prepare  # noqa: E402
+from ffcv_resnet.data.options import PrepareSettings  # noqa: E402
 from ffcv_resnet.errors import cli, handle_sigterm  # noqa: E402
 
 
 @cli
 def main() -> None:
     handle_sigterm()
-    data = parse({"data": DataConfig}, description=__doc__)["data"]
+    data = parse(PrepareSettings, description=__doc__).data
     meta = prepare(Path(data.dir), data.source, data.force, data.workers)
     print(f"{data.dir}: train {meta['counts']['train']}, test {meta['counts']['test']} images")
 

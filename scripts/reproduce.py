@@ -18,11 +18,10 @@ from ffcv_resnet.errors import cli, handle_sigterm, say  # noqa: E402
 def main() -> None:
     started = time.perf_counter()
     handle_sigterm()
-    from ffcv_resnet.config import DataConfig, parse
-    from ffcv_resnet.reproduce import ReproduceConfig, reproduce
-    cfg = parse({"data": DataConfig, "reproduce": ReproduceConfig}, description=__doc__)
-    _, json_path, md_path = reproduce(cfg["reproduce"], Path(cfg["data"].dir),
-                                      cfg["data"].source)
+    from ffcv_resnet.config import parse
+    from ffcv_resnet.reproduce.stages import ReproduceSettings, reproduce
+    cfg = parse(ReproduceSettings, description=__doc__)
+    _, json_path, md_path = reproduce(cfg.reproduce, Path(cfg.data.dir), cfg.data.source)
     say(f"done in {time.perf_counter() - started:.0f} s -> {json_path}, {md_path}")
     say(md_path.read_text())
 

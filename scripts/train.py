@@ -21,8 +21,8 @@ from ffcv_resnet.errors import cli, handle_sigterm, say  # noqa: E402
 def main() -> None:
     started = time.perf_counter()
     handle_sigterm()
-    from ffcv_resnet import distributed as D
-    from ffcv_resnet.runner import parse_config, train_run
+    from ffcv_resnet.training import distributed as D
+    from ffcv_resnet.training.runner import parse_config, train_run
     with D.session() as w:  # a process group only under torchrun
         cfg = D.from_main(lambda: parse_config(description=__doc__), w)  # rank 0 reads options
         r = train_run(cfg, started)
@@ -30,7 +30,7 @@ def main() -> None:
         return
     say(f"test accuracy {r.test_accuracy:.2%} ({r.errors} errors); training "
           f"{r.train_seconds:.1f} s, warm-up {r.compile_seconds:.1f} s, total "
-          f"{r.total_seconds:.1f} s -> {cfg['run'].dir}")
+          f"{r.total_seconds:.1f} s -> {cfg.run.dir}")
 
 
 if __name__ == "__main__":

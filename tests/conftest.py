@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import py2pickle  # noqa: E402
-from ffcv_resnet.cifar import BATCHES, CLASSES, Split  # noqa: E402
+from ffcv_resnet.data.cifar import BATCHES, CLASSES, Split  # noqa: E402
 
 
 def make_split(per_class: int, seed: int) -> Split:
@@ -122,7 +122,7 @@ def learnable_split(per_class: int, seed: int) -> Split:
 @pytest.fixture(scope="session")
 def learnable_data(tmp_path_factory) -> Path:
     """Betons of the learnable task: 16 train and 6 test images per class."""
-    from ffcv_resnet.convert import prepare
+    from ffcv_resnet.data.convert import prepare
     root = tmp_path_factory.mktemp("learnable")
     src = write_batches(root / "cifar-10-batches-py",
                         {"train": learnable_split(16, 0), "test": learnable_split(6, 1)})
@@ -143,9 +143,10 @@ def run_script(*args, timeout=600):
 
 @pytest.fixture(scope="session")
 def trained_run(learnable_data, tmp_path_factory) -> Path:
-    """A finished 3-epoch training run on the learnable task (shared by train and explain tests)."""
+    """A finished 3-epoch training run on the learnable task (shared by train and explain tests),
+    with its last.pt kept (the resume tests start from it)."""
     run_dir = tmp_path_factory.mktemp("run") / "r"
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
-                   *TRAIN_ARGS)
+                   *TRAIN_ARGS, "--run.keep_last", "true")
     assert r.returncode == 0, r.stderr[-3000:]
     return run_dir

@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ffcv_resnet import engine, train  # noqa: E402
+from ffcv_resnet.training import engine, loop as train  # noqa: E402
 
 OUT = Path(os.environ.get("PROBE_DIR", "."))
 RANK = os.environ.get("RANK", "0")

@@ -148,5 +148,5 @@ def dumps(obj) -> bytes:
 
 def batches_meta() -> bytes:
     """The official batches.meta: 158 bytes."""
-    from ffcv_resnet.cifar import CLASSES
+    from ffcv_resnet.data.cifar import CLASSES
     return dumps({"num_cases_per_batch": 10000, "label_names": list(CLASSES), "num_vis": 3072})

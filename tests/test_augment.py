@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ffcv_resnet.augment import CIFAR_MEAN, AugmentConfig, BatchAugment, apply, crop, draw, to_float
+from ffcv_resnet.data.cifar import MEAN
+from ffcv_resnet.data.augment import AugmentConfig, BatchAugment, apply, crop, draw, to_float
 
 CFG = AugmentConfig(pad=4, flip=True, cutout=8)
 
@@ -32,7 +33,7 @@ def test_flips_exactly_where_drawn_and_cutout_is_a_square_of_the_given_size():
     d.dy.fill_(4), d.dx.fill_(4)  # identity crop, to see flip and cutout alone
     out = apply(x, d, CFG)
     assert 0 < int(d.flip.sum()) < 16
-    fill = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
+    fill = torch.tensor(MEAN).view(3, 1, 1)
     for i in range(16):
         expect = x[i].flip(2) if d.flip[i] else x[i].clone()
         cy, cx = int(d.cy[i]), int(d.cx[i])

@@ -40,7 +40,7 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
 
 def test_readme_results_are_generated_from_the_records():
     from conftest import ROOT
-    r = run_script(ROOT / "benchmarks" / "readme_results.py", "--check", timeout=60)
+    r = run_script(ROOT / "scripts" / "readme.py", "--check", timeout=60)
     assert r.returncode == 0, r.stderr
 
 

@@ -13,11 +13,11 @@ from PIL import Image
 
 import py2pickle
 from conftest import ROOT, dumps, tar_folder, write_batches, write_image_folder
-from ffcv_resnet.betons import beton_path, check_beton
-from ffcv_resnet.convert import prepare
+from ffcv_resnet.data.betons import beton_path, check_beton
+from ffcv_resnet.data.convert import prepare
 from ffcv_resnet.errors import DataError
-from ffcv_resnet.loaders import ResidentBatches, FfcvBatches, load_all
-from ffcv_resnet.sources import detect
+from ffcv_resnet.data.loaders import ResidentBatches, FfcvBatches, load_all
+from ffcv_resnet.data.sources import detect
 
 CPU = torch.device("cpu")
 KINDS = ["batches-folder", "python-archive", "image-folder", "image-tar",
@@ -104,7 +104,7 @@ def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_pa
 
 def test_header_layout_mirrors_ffcv():
     from ffcv import types
-    from ffcv_resnet import betons
+    from ffcv_resnet.data import betons
     assert betons.HeaderType == types.HeaderType
     assert betons.ALLOC_TABLE_TYPE == types.ALLOC_TABLE_TYPE
     assert betons.CURRENT_VERSION == types.CURRENT_VERSION
@@ -217,6 +217,6 @@ def test_prepare_cli_reports_bad_input_in_one_line(tmp_path, sources):
 
 def test_up_to_date_check_stays_light():
     # a rerun of prepare_data.py must return at once: its modules must not pull in torch or ffcv
-    r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.convert, "
+    r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.data.convert, "
                    "ffcv_resnet.config; print('torch' in sys.modules, 'ffcv' in sys.modules)")
     assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stderr

@@ -20,14 +20,14 @@ import torch
 from conftest import ROOT, TRAIN_ARGS, run_script
 from dist_probe import image_hashes
 
-from ffcv_resnet.betons import beton_path
-from ffcv_resnet.checkpoint import load_model
-from ffcv_resnet.distributed import World
-from ffcv_resnet.engine import augment_seed, check_data
+from ffcv_resnet.data.betons import beton_path
+from ffcv_resnet.training.checkpoint import load_model
+from ffcv_resnet.training.distributed import World
+from ffcv_resnet.training.engine import augment_seed, check_data
 from ffcv_resnet.errors import DataError, UserError
-from ffcv_resnet.evaluate import find_errors, metrics, predict
-from ffcv_resnet.loaders import ResidentBatches, Shard, ffcv_loader, load_all
-from ffcv_resnet.runner import parse_config
+from ffcv_resnet.training.evaluate import find_errors, metrics, predict
+from ffcv_resnet.data.loaders import ResidentBatches, Shard, ffcv_loader, load_all
+from ffcv_resnet.training.runner import parse_config
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -223,7 +223,12 @@ def test_global_batch_and_shards_are_checked_before_any_work(learnable_data):
         check_data(cfg(49), World(1, 2))
     with pytest.raises(UserError, match="an epoch would hold no batch"):
         check_data(cfg(162), World(0, 3))  # 54 a process, but each has at most 54 (FFCV pads)
-    with pytest.raises(DataError, match="quasi_random order does not work"):
+    quasi = parse_config(["--data.dir", str(learnable_data), "--training.batch_size", "16",
+                          "--data.order", "quasi_random"])
+    with pytest.raises(DataError, match="quasi_random does not work with several processes"):
+        check_data(quasi, World(0, 2))  # before any loader is built
+    assert check_data(quasi, World())["counts"]["train"] == 160  # one process: fine
+    with pytest.raises(DataError, match="quasi_random does not work with several processes"):
         ffcv_loader(beton_path(learnable_data, "train"), 16, torch.device("cpu"),
                     order="quasi_random", distributed=True)
     assert augment_seed(7, 0) == 7 and len({augment_seed(7, r) for r in range(8)}) == 8

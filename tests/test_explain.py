@@ -57,7 +57,7 @@ def test_batched_equals_one_image_at_a_time(model_and_batch):
 
 
 def test_two_classes_from_one_forward_equal_one_class_at_a_time(model_and_batch):
-    from ffcv_resnet.gradcam import grad_cams
+    from ffcv_resnet.explain.gradcam import grad_cams
     model, images, classes = model_and_batch
     other = (classes + 3) % 10
     both = grad_cams(model, images, torch.stack([classes, other]), batch_size=5)
@@ -72,8 +72,8 @@ def test_two_classes_from_one_forward_equal_one_class_at_a_time(model_and_batch)
 def test_explain_probabilities_equal_predict(model_and_batch, tta):
     """The one-pass explain reuses Grad-CAM's logits as TTA's plain view: p(pred) and p(true)
     must still be what evaluation (errors.json) computed."""
-    from ffcv_resnet.evaluate import predict
-    from ffcv_resnet.explain import explain
+    from ffcv_resnet.training.evaluate import predict
+    from ffcv_resnet.explain.explain import explain
     from ffcv_resnet.records import TestError
     model, images, classes = model_and_batch
     uint8 = (images * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
@@ -159,7 +159,7 @@ def _explain(run_dir, data_dir, *extra):
 
 def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     import shutil
-    from ffcv_resnet.convert import prepare
+    from ffcv_resnet.data.convert import prepare
     cases = []
     cases.append((_explain(tmp_path / "nope", learnable_data), "no such run folder"))
     cases.append((_explain(trained_run, learnable_data, "--explain.layer", "layer7"),
@@ -184,9 +184,9 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
 
 
 def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
-    from ffcv_resnet.explain import explain, load_error_images
-    from ffcv_resnet.gallery import write_gallery, write_manifest
-    from ffcv_resnet.cifar import CLASSES
+    from ffcv_resnet.explain.explain import explain, load_error_images
+    from ffcv_resnet.explain.gallery import write_gallery, write_manifest
+    from ffcv_resnet.data.cifar import CLASSES
     images = load_error_images(learnable_data, [], torch.device("cpu"))
     e = explain(resnet18().eval(), images, [], "layer3", batch_size=8)
     assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.pred_maps.shape == (0, 32, 32)
@@ -218,7 +218,7 @@ def test_an_edited_errors_file_is_refused(trained_run, learnable_data, tmp_path)
 def test_an_interrupted_render_leaves_no_report_of_another_pass(tmp_path, monkeypatch):
     """The old report, screenshot and explain.json go before anything new is drawn."""
     from benchmarks.render_timing import render, synthetic
-    from ffcv_resnet import render as R
+    from ffcv_resnet.explain import render as R
     for name in ("report.html", "report.png", "explain.json", "manifest.csv"):
         (tmp_path / name).write_text("from an earlier pass")
 

@@ -15,8 +15,8 @@ import pytest
 
 import py2pickle
 from conftest import batch_bytes, run_script, tar_folder, write_batches
-from ffcv_resnet.betons import beton_path
-from ffcv_resnet.pickled import parse_batch
+from ffcv_resnet.data.betons import beton_path
+from ffcv_resnet.data.pickled import parse_batch
 
 MEMBERS = {f"cifar-10-batches-py/{n}" for n in
            ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
@@ -74,7 +74,7 @@ def official(tmp_path, tiny):
 
 
 def _assert_betons_hold(data_dir, tiny):
-    from ffcv_resnet.loaders import load_all
+    from ffcv_resnet.data.loaders import load_all
     import torch
     for split in ("train", "test"):
         images, labels = load_all(beton_path(data_dir, split), torch.device("cpu"), batch_size=16)
@@ -119,7 +119,7 @@ class _Server:
 def _prepare_downloading(url, md5, data_dir):
     """prepare_data.py exactly as a user runs it (no --data.source), with the download's URL
     and MD5 pointed at the stand-in."""
-    code = ("import runpy, sys, ffcv_resnet.sources as s; "
+    code = ("import runpy, sys, ffcv_resnet.data.sources as s; "
             f"s.URL, s.MD5 = {url!r}, {md5!r}; "
             "sys.argv = ['scripts/prepare_data.py', '--data.dir', sys.argv[1]]; "
             "runpy.run_path('scripts/prepare_data.py', run_name='__main__')")

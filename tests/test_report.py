@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from ffcv_resnet.browser import browser_missing
+from ffcv_resnet.explain.browser import browser_missing
 
 MISSING = browser_missing()
 needs_browser = pytest.mark.skipif(MISSING is not None, reason=f"no headless browser: {MISSING}")
@@ -71,7 +71,7 @@ def explained(trained_run, learnable_data, tmp_path_factory):
 @needs_browser
 @pytest.mark.timeout(300)
 def test_report_in_chromium(explained):
-    from ffcv_resnet.browser import chromium_page
+    from ffcv_resnet.explain.browser import chromium_page
     run_dir, errors, _ = explained
     with chromium_page() as p:
         page = Page(p, run_dir / "report.html")
@@ -115,7 +115,7 @@ def test_report_in_chromium(explained):
 @needs_browser
 def test_screenshot_is_written_with_the_run_id(explained):
     from PIL import Image
-    from ffcv_resnet.figures import png_run_id
+    from ffcv_resnet.png import png_run_id
     run_dir, _, stdout = explained
     assert "screenshot: " in stdout and "report.png" in stdout
     with Image.open(run_dir / "report.png") as im:
@@ -125,7 +125,7 @@ def test_screenshot_is_written_with_the_run_id(explained):
 
 
 def test_the_report_carries_the_run_and_its_errors(explained):
-    from ffcv_resnet.figures import png_run_id
+    from ffcv_resnet.png import png_run_id
     run_dir, errors, _ = explained
     run_id = json.loads((run_dir / "metrics.json").read_text())["run_id"]
     page = (run_dir / "report.html").read_text()
@@ -139,9 +139,9 @@ def test_the_report_carries_the_run_and_its_errors(explained):
 
 def _hostile_report(tmp_path, n_errors: int):
     """A report written directly, with class names full of HTML and script syntax."""
-    from ffcv_resnet.figures import array_png_bytes
-    from ffcv_resnet.gallery import Explained, confusion_from_errors, write_gallery
-    from ffcv_resnet.report import ReportContext, write_report
+    from ffcv_resnet.png import array_png_bytes
+    from ffcv_resnet.explain.gallery import Explained, confusion_from_errors, write_gallery
+    from ffcv_resnet.explain.report import ReportContext, write_report
     classes = [f'</script><b>c{k}</b>&amp;"\'' for k in range(10)]
     e = Explained.none()
     if n_errors:
@@ -162,7 +162,7 @@ def _hostile_report(tmp_path, n_errors: int):
 
 
 def test_script_json_cannot_break_out():
-    from ffcv_resnet.report import script_json
+    from ffcv_resnet.explain.report import script_json
     text = script_json({"a": "</script><!--", "b": "&"})
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"a": "</script><!--", "b": "&"}
@@ -172,7 +172,7 @@ def test_script_json_cannot_break_out():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("n_errors", [0, 7])
 def test_hostile_class_names_and_no_errors(tmp_path, n_errors):
-    from ffcv_resnet.browser import chromium_page
+    from ffcv_resnet.explain.browser import chromium_page
     path, classes, e = _hostile_report(tmp_path, n_errors)
     with chromium_page() as p:
         page = Page(p, path)
@@ -187,7 +187,7 @@ def test_hostile_class_names_and_no_errors(tmp_path, n_errors):
 
 
 def test_screenshot_modes_without_a_browser(monkeypatch, tmp_path):
-    from ffcv_resnet import browser
+    from ffcv_resnet.explain import browser
     from ffcv_resnet.errors import UserError
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
     assert "no chromium" in browser.screenshot_skipped("auto")

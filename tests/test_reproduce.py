@@ -6,8 +6,8 @@ import json
 import pytest
 
 from conftest import run_script
-from ffcv_resnet.reproduce import ReproduceConfig, reproduce
-from ffcv_resnet.reproduce_record import cross_seed, stats
+from ffcv_resnet.reproduce.stages import ReproduceConfig, reproduce
+from ffcv_resnet.reproduce.record import cross_seed, stats
 
 
 def test_stats_and_cross_seed_errors():

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TRAIN_ARGS, run_script
-from ffcv_resnet import recipe as T
+from ffcv_resnet.training import recipe as T
 from ffcv_resnet.config import ConfigError
 from ffcv_resnet.errors import TrainingFailed, UserError
 from ffcv_resnet.model import resnet18
-from ffcv_resnet.run import RunFolder
+from ffcv_resnet.run_folder import RunFolder
 
 CPU = torch.device("cpu")
 
@@ -51,7 +51,7 @@ def _strict(text: str):
     (["--data.workers", "100000000"], "bad value 100000000 for --data.workers"),
 ])
 def test_every_bad_option_is_one_config_error(args, message, tmp_path):
-    from ffcv_resnet.runner import parse_config
+    from ffcv_resnet.training.runner import parse_config
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_config(["--run.dir", str(tmp_path / "r"), *args])
 
@@ -104,7 +104,7 @@ def test_peak_lr_scales_linearly_with_the_batch():
 
 
 def _train_in_process(data, run_dir, *extra):
-    from ffcv_resnet.runner import parse_config, train_run
+    from ffcv_resnet.training.runner import parse_config, train_run
     cfg = parse_config(["--data.dir", str(data), "--run.dir", str(run_dir), *map(str, TRAIN_ARGS),
                         *map(str, extra)])
     return train_run(cfg, log=lambda *a, **k: None)
@@ -112,7 +112,7 @@ def _train_in_process(data, run_dir, *extra):
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_epoch(learnable_data, tmp_path,
                                                                 monkeypatch):
-    from ffcv_resnet import augment
+    from ffcv_resnet.data import augment
     calls = {"n": 0}
     real = augment.BatchAugment.__call__
 
@@ -148,7 +148,7 @@ def test_a_huge_lr_exits_3_with_one_line_and_no_metrics(learnable_data, tmp_path
 
 
 def test_every_file_of_a_run_carries_its_id_and_is_strict_json(trained_run):
-    from ffcv_resnet.figures import png_run_id
+    from ffcv_resnet.png import png_run_id
     import yaml
     metrics = _strict((trained_run / "metrics.json").read_text())
     run_id = metrics["run_id"]
@@ -156,7 +156,7 @@ def test_every_file_of_a_run_carries_its_id_and_is_strict_json(trained_run):
     assert _strict((trained_run / "errors.json").read_text())["run_id"] == run_id
     assert {_strict(x)["run_id"] for x in (trained_run / "history.jsonl").read_text().splitlines()} \
         == {run_id}
-    for name in ("model.pt", "last.pt"):
+    for name in ("model.pt", "last.pt"):  # last.pt: kept by --run.keep_last true
         assert torch.load(trained_run / name, weights_only=True)["run_id"] == run_id
     assert png_run_id(trained_run / "curves.png") == run_id
     assert len(metrics["sessions"]) == 1 and metrics["total_seconds"] > metrics["train_seconds"]
@@ -248,8 +248,12 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(trained_run
                    "--training.lr", "0.1", "--run.resume", "true", timeout=120)
     assert r.returncode == 2 and "a resumed run keeps its recipe" in r.stderr
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
-                   "--run.resume", "true", timeout=300)  # the recipe comes from config.yaml
+                   "--run.resume", "true", "--run.keep_last", "true",
+                   timeout=300)  # the recipe comes from config.yaml
     assert r.returncode == 0, r.stderr[-2000:]
+    state = torch.load(run_dir / "last.pt", weights_only=True)  # kept, as asked
+    assert state["epoch"] == 3 and state["run_id"] == _strict(
+        (run_dir / "metrics.json").read_text())["run_id"]
     assert "resuming run" in r.stdout and f"after epoch {done}" in r.stdout
     a = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
@@ -267,7 +271,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(trained_run
 
 
 def test_odd_yaml_and_huge_peaks_are_handled(tmp_path):
-    from ffcv_resnet.runner import parse_config
+    from ffcv_resnet.training.runner import parse_config
     for text, message in [(b"\x00\xff", "cannot read config"),
                           (b"training:\n  epochs: null\n", "no value for 'training.epochs'"),
                           (b"run:\n  dir:\n", "no value for 'run.dir'")]:
@@ -300,7 +304,7 @@ def test_unusable_or_refused_folders_get_one_line_and_nothing_written(tmp_path):
 
 def test_resume_refuses_an_edited_config_and_accepts_auto_options(trained_run, learnable_data,
                                                                   tmp_path):
-    from ffcv_resnet.runner import parse_config, train_run
+    from ffcv_resnet.training.runner import parse_config, train_run
     run_dir = tmp_path / "r"
     shutil.copytree(trained_run, run_dir)
     for name in ("metrics.json", "model.pt", "errors.json", "curves.png"):
@@ -334,7 +338,7 @@ def test_explain_refuses_a_missing_history_and_a_layer_without_feature_maps(trai
 
 
 def test_per_class_accuracy_of_an_absent_class_is_null():
-    from ffcv_resnet.evaluate import metrics
+    from ffcv_resnet.training.evaluate import metrics
     logits = torch.eye(10)[[0, 1, 1]]
     m = metrics(logits, torch.tensor([0, 1, 2]))
     assert m["per_class_accuracy"][:3] == [1.0, 1.0, 0.0] and m["per_class_accuracy"][3] is None

@@ -1,6 +1,7 @@
 """Model, training loop and run folder: learns a toy task, writes a complete, reloadable run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -9,13 +10,13 @@ import torch
 import yaml
 
 from conftest import TRAIN_ARGS, run_script
-from ffcv_resnet.betons import beton_path
-from ffcv_resnet.evaluate import find_errors, predict
-from ffcv_resnet.loaders import load_all
+from ffcv_resnet.data.betons import beton_path
+from ffcv_resnet.training.evaluate import find_errors, predict
+from ffcv_resnet.data.loaders import load_all
 from ffcv_resnet.model import count_parameters, resnet18, summary
-from ffcv_resnet.checkpoint import load_model
-from ffcv_resnet.recipe import TrainConfig, make_optimizer, make_schedule
-from ffcv_resnet.train import make_step, warm_up
+from ffcv_resnet.training.checkpoint import load_model
+from ffcv_resnet.training.recipe import TrainConfig, make_optimizer, make_schedule
+from ffcv_resnet.training.loop import make_step, warm_up
 
 CPU = torch.device("cpu")
 
@@ -31,12 +32,17 @@ def test_model_is_the_seeds_resnet18_with_its_own_normalisation():
     assert (kinds.count("Conv2d"), kinds.count("BatchNorm2d"), kinds.count("BasicBlock"),
             kinds.count("Linear")) == (20, 20, 8, 1)
     assert "[-1, 64, 32, 32]" in table and "[-1, 512, 4, 4]" in table
-    # normalisation lives in buffers, inside: a constant image at the mean gives the zero input
+    # normalisation lives inside forward(): what conv1 really receives is (x - mean) / std
+    from ffcv_resnet.data.cifar import MEAN, STD
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
     model.eval()
-    mean_image = model.mean.expand(1, 3, 32, 32)
     with torch.no_grad():
-        feats = model.conv1((mean_image - model.mean) / model.std)
-    assert torch.count_nonzero(feats) == 0
+        model(torch.tensor(MEAN).view(1, 3, 1, 1).expand(1, 3, 32, 32))  # the mean image
+        model(torch.ones(1, 3, 32, 32))  # white
+    assert torch.allclose(seen[0], torch.zeros(1, 3, 32, 32), atol=1e-6)
+    white = [(1 - m) / s for m, s in zip(MEAN, STD)]  # 2.06, 2.12, 2.11 by hand
+    assert torch.allclose(seen[1][0, :, 5, 7], torch.tensor(white), atol=1e-5)
 
 
 def test_schedule_is_triangular_and_weight_decay_skips_norms_and_biases():
@@ -120,6 +126,7 @@ def test_resident_loader_path_trains_too(learnable_data, tmp_path):
                    *TRAIN_ARGS, "--training.epochs", "1", "--data.loader", "resident")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["loader"] == "resident"
+    assert not (tmp_path / "r" / "last.pt").exists()  # a complete run keeps no resume point
 
 
 @pytest.mark.parametrize("args,message", [
@@ -146,10 +153,19 @@ def test_yaml_recipes_are_strict_and_the_command_line_wins(tmp_path, learnable_d
     good.write_text("training:\n  epochs: 7\n  tta: none\n  lr: 0.3\n")
     os.environ["training.epochs"] = "99"  # fastargs would let this win; we ignore the environment
     try:
-        cfg = parse({"training": TrainConfig}, ["-C", str(good), "--training.lr", "0.2"])
+        cfg = parse(OnlyTraining, ["-C", str(good), "--training.lr", "0.2"])
     finally:
         del os.environ["training.epochs"]
-    assert (cfg["training"].epochs, cfg["training"].tta, cfg["training"].lr) == (7, "none", 0.2)
+    assert (cfg.training.epochs, cfg.training.tta, cfg.training.lr) == (7, "none", 0.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):  # parsed settings never change
+        cfg.training.epochs = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.training = TrainConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlyTraining:
+    training: TrainConfig
 
 
 def test_help_lists_every_option_with_its_default():
@@ -158,4 +174,7 @@ def test_help_lists_every_option_with_its_default():
     for option in ("--training.epochs", "--training.compile_mode", "--data.loader", "--run.dir",
                    "--augment.cutout", "--data.dir"):
         assert option in r.stdout
-    assert "(default: 20)" in r.stdout and "(default: 'bf16'" not in r.stdout
+    text = " ".join(r.stdout.split())  # argparse wraps the help lines
+    text = text[text.index("options:"):]  # the option list, after the usage line
+    precision = text[text.index("--training.precision"):text.index("--training.channels_last")]
+    assert "(default: 20)" in text and "(default: 'auto')" in precision  # not a resolved value

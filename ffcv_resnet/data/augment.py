@@ -1,0 +1,112 @@
+"""Batched augmentation on the device: reflect-padded random crop, horizontal flip, cutout.
+
+Tensor ops over the whole batch, no per-image Python. Random draws come from a seeded generator on
+the batch's device and are kept apart from how they are applied, so a run can be repeated and the
+ops can be checked against their draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..config import option, require_range
+from .cifar import MEAN  # cutout fills with the mean: zero after normalisation
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation: batched, on the device"""
+    pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
+    flip: bool = option(True, "random horizontal flip")
+    cutout: int = option(8, "side of the cutout square (0: off)")
+
+    def validate(self, prefix: str) -> None:
+        require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
+        require_range(prefix, self, "cutout", 0, 32)
+
+
+@dataclass
+class Draws:
+    """Per-image random choices for one batch (all (B,) tensors on the batch's device)."""
+    dy: torch.Tensor
+    dx: torch.Tensor
+    flip: torch.Tensor
+    cy: torch.Tensor
+    cx: torch.Tensor
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 in [0, 1], channels_last."""
+    return images.float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+def draw(cfg: AugmentConfig, batch: int, size: int, generator: torch.Generator) -> Draws:
+    """Sample crop offsets, flip flags and cutout corners for a batch."""
+    dev = generator.device
+
+    def ints(high: int) -> torch.Tensor:
+        return torch.randint(0, high, (batch,), device=dev, generator=generator)
+
+    return Draws(dy=ints(2 * cfg.pad + 1), dx=ints(2 * cfg.pad + 1),
+                 flip=ints(2).bool() if cfg.flip else torch.zeros(batch, dtype=torch.bool,
+                                                                  device=dev),
+                 cy=ints(size - cfg.cutout + 1), cx=ints(size - cfg.cutout + 1))
+
+
+def crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image's (H, W) window at (dy, dx) of its reflect-padded copy."""
+    if pad == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, C, H+2p, W+2p)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)  # (B, C, H, W), channels_last in memory
+
+
+def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right exactly the images where `mask` is True."""
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> torch.Tensor:
+    """Fill a size x size square with top-left corner (cy, cx) with the data-set mean colour."""
+    if size == 0:
+        return x
+    ar_h = torch.arange(x.shape[2], device=x.device)
+    ar_w = torch.arange(x.shape[3], device=x.device)
+    in_rows = (ar_h[None] >= cy[:, None]) & (ar_h[None] < cy[:, None] + size)  # (B, H)
+    in_cols = (ar_w[None] >= cx[:, None]) & (ar_w[None] < cx[:, None] + size)  # (B, W)
+    square = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
+    fill = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return torch.where(square, fill, x)
+
+
+def apply(x: torch.Tensor, d: Draws, cfg: AugmentConfig) -> torch.Tensor:
+    """Crop, flip, then cut out, as drawn."""
+    return cutout(flip(crop(x, d.dy, d.dx, cfg.pad), d.flip), d.cy, d.cx, cfg.cutout)
+
+
+class BatchAugment:
+    """uint8 batch -> augmented float batch in [0, 1], channels_last, reproducible from a seed."""
+
+    def __init__(self, cfg: AugmentConfig, device: torch.device, seed: int = 0):
+        cfg.validate("augment")
+        self.cfg = cfg
+        self.generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        """The generator's state: a resumed run draws what the uninterrupted one would have."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_float(images)
+        d = draw(self.cfg, x.shape[0], x.shape[2], self.generator)
+        return apply(x, d, self.cfg).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,188 @@
+"""Loaders: betons -> uint8 (B, 3, 32, 32) channels_last batches plus int64 labels on the device.
+
+Two training paths behind one interface (an iterable of batches with a length, one pass per epoch):
+`FfcvBatches` streams from the beton through FFCV's Loader; `ResidentBatches` holds the whole
+split in device memory and shuffles and slices it there, with no per-epoch CPU work.
+Under torchrun both give each process its own shard of every epoch's order (`Shard`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, NamedTuple, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .betons import verified
+from ..errors import DataError
+
+_THREADS = torch.get_num_threads()
+from ffcv.fields.basics import IntDecoder  # noqa: E402  (import ffcv resets torch threads)
+from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+
+torch.set_num_threads(_THREADS)
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, 32, 32) uint8 channels_last, (B,) int64
+ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
+          "sequential": OrderOption.SEQUENTIAL}
+
+
+class Shard(NamedTuple):
+    """Which share of each epoch a process trains on: rank `rank` of `size` processes."""
+    rank: int = 0
+    size: int = 1
+
+
+class Batches(Protocol):
+    """What the trainer iterates: one pass per epoch, `len()` batches."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+    def state_dict(self) -> dict: ...  # where the data order stands, for resuming
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str = "sequential",
+                seed: int = 0, os_cache: bool = True, drop_last: bool = False,
+                indices: Sequence[int] | None = None, workers: int = 0,
+                distributed: bool = False) -> Loader:
+    """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`
+    (`distributed`: this process's shard, as torch's DistributedSampler, in the process group)."""
+    n = verified(path)  # header, count and SHA-256 against the metadata beside it
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
+            raise DataError(f"{path}: indices must be a non-empty list within 0..{n - 1}")
+    check_order(order, 2 if distributed else 1)
+    device = torch.device(device)  # ToDevice wants a torch.device, not a string
+    pipelines = {
+        "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=True),
+                  ToTorchImage(channels_last=True)],
+        "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)],
+    }
+    loader = Loader(str(path), batch_size=batch_size, num_workers=workers or os.cpu_count() or 1,
+                    order=ORDERS[order], os_cache=os_cache, drop_last=drop_last, seed=seed,
+                    indices=indices, pipelines=pipelines, distributed=distributed)
+    torch.set_num_threads(_THREADS)
+    return loader
+
+
+def check_order(order: str, processes: int = 1) -> None:
+    """DataError unless FFCV can draw `order` for that many processes (it raises
+    NotImplementedError for quasi_random with several)."""
+    if order not in ORDERS:
+        raise DataError(f"unknown order '{order}' (choose from {', '.join(ORDERS)})")
+    if processes > 1 and order == "quasi_random":
+        raise DataError("--data.order quasi_random does not work with several processes "
+                        "(FFCV cannot shard it): use --data.order random")
+
+
+def check_subset(k: int, n: int, what: str = "subset", split: str = "the split") -> None:
+    """DataError unless a subset of k images (0: all) can be drawn from a split of n."""
+    if k > n:
+        raise DataError(f"{what} {k}: {split} has only {n} images")
+
+
+class FfcvBatches:
+    """Training batches streamed by FFCV's Loader (random or quasi-random order, drop_last).
+
+    With several processes FFCV shards each epoch's order as torch's DistributedSampler: every
+    process shuffles with the same seed and takes every size-th index from its rank on (the
+    order is padded with repeats to a multiple of the process count)."""
+
+    def __init__(self, path: Path, batch_size: int, device: torch.device, order: str = "random",
+                 seed: int = 0, os_cache: bool = True, indices: Sequence[int] | None = None,
+                 workers: int = 0, shard: Shard = Shard()):
+        self.loader = ffcv_loader(path, batch_size, device, order=order, seed=seed,
+                                  os_cache=os_cache, drop_last=True, indices=indices,
+                                  workers=workers, distributed=shard.size > 1)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def state_dict(self) -> dict:
+        # FFCV draws epoch e's order from seed + e and counts e up on every __iter__
+        return {"next_epoch": self.loader.next_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.next_epoch = int(state["next_epoch"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels in self.loader:
+            yield images, labels.long()  # views into FFCV's ring buffer: used before the next
+
+
+def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = None,
+             batch_size: int = 1024) -> Batch:
+    """Every image of a beton (or `indices` of it), in order, as one (N, 3, 32, 32) batch."""
+    loader = ffcv_loader(path, batch_size, device, order="sequential", indices=indices)
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x.clone())  # the ring buffer is overwritten by the next batch
+        labels.append(y.clone())
+    images, labels = torch.cat(images), torch.cat(labels).long()
+    expected = len(indices) if indices is not None else verified(path)
+    if len(labels) != expected:
+        raise DataError(f"{path}: loader returned {len(labels)} images, expected {expected}")
+    return images.contiguous(memory_format=torch.channels_last), labels
+
+
+class ResidentBatches:
+    """Training batches from a split held in device memory: shuffled and sliced on the device.
+
+    With several processes every one draws the same permutation (same seed) and takes every
+    size-th image of it from its rank on: disjoint shards, every image at most once an epoch
+    (the permutation's last len % size images sit the epoch out)."""
+
+    def __init__(self, path: Path, batch_size: int, device: torch.device, seed: int = 0,
+                 indices: Sequence[int] | None = None, shard: Shard = Shard()):
+        images, self.labels = load_all(path, device, indices)
+        self.images = images.permute(0, 2, 3, 1).contiguous()  # (N, 32, 32, 3): rows index cheaply
+        self.batch_size, self.shard = batch_size, shard
+        self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.shard.size // self.batch_size  # drop_last, as FFCV
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = torch.randperm(len(self.labels), device=self.images.device,
+                               generator=self.generator)
+        per_rank = len(self.labels) // self.shard.size
+        order = order[self.shard.rank:per_rank * self.shard.size:self.shard.size]
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]  # channels_last view
+
+
+def subset_indices(n: int, k: int, seed: int = 0) -> np.ndarray | None:
+    """A fixed random subset of k of n indices, sorted (None when k is 0: everything)."""
+    if k <= 0:
+        return None
+    check_subset(k, n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
+def train_batches(kind: str, path: Path, batch_size: int, device: torch.device, *,
+                  order: str = "random", seed: int = 0, os_cache: bool = True,
+                  indices: Sequence[int] | None = None, workers: int = 0,
+                  shard: Shard = Shard()) -> Batches:
+    """The training data path chosen by name: 'ffcv' (streamed) or 'resident' (device memory);
+    `batch_size` is per process."""
+    if kind == "ffcv":
+        return FfcvBatches(path, batch_size, device, order, seed, os_cache, indices, workers,
+                           shard)
+    if kind == "resident":
+        return ResidentBatches(path, batch_size, device, seed, indices, shard)
+    raise DataError(f"unknown loader '{kind}' (choose ffcv or resident)")

@@ -1,0 +1,46 @@
+"""What explain draws into the run folder once Grad-CAM is done: the gallery's pages and sprite
+sheets, the manifest, the summary figure, the overview (random training images from the train
+beton), and report.html over all of them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.betons import beton_path
+from .figures import plot_overview, plot_summary
+from ..run_folder import EXPLAIN_JSON, GALLERY, MANIFEST, OVERVIEW, REPORT, SCREENSHOT, SUMMARY
+from .gallery import Explained, write_gallery, write_manifest
+from ..data.loaders import load_all
+from .report import ReportContext, write_report
+
+
+def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
+                   overview: tuple[np.ndarray, np.ndarray] | None = None,
+                   progress: bool = True) -> list[Path]:
+    """Every rendered output (the overview when its training images are given); the pages.
+
+    The old report, its screenshot and explain.json go first: an interrupted pass leaves no
+    report pointing into a gallery it did not draw, and no record claiming it finished."""
+    run_dir, rid = Path(run_dir), ctx.run_id
+    for name in (EXPLAIN_JSON, SCREENSHOT, REPORT, MANIFEST):
+        (run_dir / name).unlink(missing_ok=True)
+    pages = write_gallery(e, ctx.classes, run_dir / GALLERY, ctx.page_size, progress, rid)
+    write_manifest(e, ctx.classes, run_dir / MANIFEST, ctx.page_size, rid)
+    plot_summary(ctx.confusion, ctx.classes, run_dir / SUMMARY, rid)
+    if overview is not None:
+        plot_overview(*overview, ctx.classes, run_dir / OVERVIEW, run_id=rid)
+    write_report(run_dir, e, ctx)
+    return pages
+
+
+def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int = 10,
+                    seed: int = 0):
+    """Enough random training images (of `n`) to show `per_class` of each class: NHWC, labels."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, min(n, per_class * len(classes) * 6), replace=False))
+    images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"), indices=idx)
+    if np.bincount(labels.numpy(), minlength=len(classes)).min() < per_class and len(idx) < n:
+        images, labels = load_all(beton_path(data_dir, "train"), torch.device("cpu"))
+    return images.permute(0, 2, 3, 1).numpy(), labels.numpy()

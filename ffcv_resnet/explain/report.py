@@ -1,0 +1,77 @@
+"""report.html, the page where a person studies a run's mistakes: the run's summary, curves and
+confusion matrix (a click lists that cell's errors), and every error with its image and both
+Grad-CAM overlays, sortable and filterable. It works from disk (file://, no network): the data
+is JSON inside the page, the tiles come from the gallery's sprite sheets beside it, and a little
+vanilla JS (in report_page.html, the template) does the rest."""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_write_bytes
+from ..run_folder import GALLERY, REPORT
+from .gallery import SPRITE_ROWS, Explained, page_name, sprite_name
+from ..records import dumps
+
+TEMPLATE = Path(__file__).with_name("report_page.html")
+
+
+@dataclass
+class ReportContext:
+    """What the report shows besides the errors: the run's record and how explain ran."""
+    run_id: str
+    classes: list[str]
+    confusion: np.ndarray  # (K, K) int, rows true, columns predicted
+    metrics: dict  # metrics.json
+    history: list[dict]  # history.jsonl
+    config: dict  # config.yaml without the run id
+    explain: dict  # layer, precision, device, gradcam_seconds
+    page_size: int  # errors per gallery page
+    links: list[str]  # the run folder's other files to link, e.g. manifest.csv
+
+
+def error_rows(e: Explained, page_size: int) -> list[dict]:
+    """One JSON object per error, in the gallery's order, with its sprite sheet, row and page."""
+    return [{"index": int(e.index[i]), "true": int(e.true[i]), "predicted": int(e.predicted[i]),
+             "p_pred": round(float(e.p_pred[i]), 6), "p_true": round(float(e.p_true[i]), 6),
+             "pred_flat": bool(e.pred_empty[i]), "true_flat": bool(e.true_empty[i]),
+             "sheet": i // SPRITE_ROWS, "row": i % SPRITE_ROWS, "page": i // page_size}
+            for i in range(len(e.index))]
+
+
+def report_data(e: Explained, ctx: ReportContext) -> dict:
+    """Everything the page's script reads, as plain JSON-able values."""
+    n = len(e.index)
+    pages = [f"{GALLERY}/{page_name(p)}" for p in range(-(-n // ctx.page_size))]
+    explain = {**ctx.explain, "flat_pred": int(e.pred_empty.sum()),
+               "flat_true": int(e.true_empty.sum())}
+    return {"run_id": ctx.run_id, "classes": list(ctx.classes),
+            "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
+            "history": ctx.history, "config": ctx.config, "explain": explain,
+            "errors": error_rows(e, ctx.page_size), "pages": pages,
+            "sprites": [f"{GALLERY}/{sprite_name(k)}" for k in range(-(-n // SPRITE_ROWS))],
+            "links": pages + ctx.links}
+
+
+def script_json(obj) -> str:
+    """Strict JSON that cannot end its <script> element early: <, > and & become \\u escapes,
+    which JSON.parse reads back as the same characters."""
+    text = dumps(obj, indent=None)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_report(data: dict) -> str:
+    """The page: the template with the run id (HTML-escaped) and the data (script-safe JSON)."""
+    fields = {"run_id": html.escape(data["run_id"], quote=True), "data": script_json(data)}
+    return re.sub(r"\{\{(run_id|data)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
+
+
+def write_report(run_dir: Path, e: Explained, ctx: ReportContext) -> Path:
+    """report.html in the run folder, written atomically; returns its path."""
+    path = Path(run_dir) / REPORT
+    atomic_write_bytes(path, render_report(report_data(e, ctx)).encode())
+    return path

@@ -1,0 +1,108 @@
+"""The reproduce record: statistics over seeds, cross-seed errors, goals with their margins,
+and the markdown table the README shows (generated, never copied by hand)."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from ..io import atomic_write_bytes
+from ..records import write_json
+from ..device import slug
+
+GOALS = {"train_seconds": 12.0, "gradcam_seconds": 0.3}  # on one H100: reported against
+
+
+def stats(values: list[float]) -> dict:
+    """n, mean, standard deviation (0 for one value), min and max."""
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def cross_seed(errors: dict[int, list[int]]) -> dict:
+    """Test images every seed gets wrong, and those only some seeds do."""
+    sets = [set(v) for v in errors.values()]
+    always = set.intersection(*sets) if sets else set()
+    return {"seeds": sorted(errors), "always_wrong": sorted(always),
+            "sometimes_wrong": sorted(set.union(*sets) - always) if sets else []}
+
+
+def goals(record: dict) -> dict:
+    """Each goal with its target, what was measured and by how much it was met or missed."""
+    out = {}
+    seeds, cal = record["summary"], record.get("calibration")
+    if seeds and cal:
+        out["accuracy_vs_calibration"] = {
+            "target": cal["test_accuracy"], "measured": seeds["test_accuracy"]["mean"],
+            "margin": seeds["test_accuracy"]["mean"] - cal["test_accuracy"]}
+    if seeds and record["device_type"] == "cuda":
+        out["train_seconds_20_epochs"] = {
+            "target": GOALS["train_seconds"], "measured": seeds["train_seconds"]["mean"],
+            "margin": GOALS["train_seconds"] - seeds["train_seconds"]["mean"],
+            "note": "the goal is for one H100"}
+    if record.get("explain"):
+        out["gradcam_seconds"] = {"target": GOALS["gradcam_seconds"],
+                                  "measured": record["explain"]["gradcam_seconds"],
+                                  "margin": GOALS["gradcam_seconds"]
+                                  - record["explain"]["gradcam_seconds"]}
+    for goal in out.values():
+        goal["met"] = goal["margin"] >= 0
+    return out
+
+
+def write_record(record: dict, results: Path) -> tuple[Path, Path]:
+    """reproduce-<device>.json and its markdown table in `results`."""
+    results.mkdir(parents=True, exist_ok=True)
+    name = f"reproduce-{'smoke-' if record['smoke'] else ''}{slug(record)}"
+    json_path, md_path = results / f"{name}.json", results / f"{name}.md"
+    write_json(json_path, record)
+    atomic_write_bytes(md_path, markdown(record).encode())
+    return json_path, md_path
+
+
+def markdown(r: dict) -> str:
+    """The record as the tables the README shows."""
+    def f(x, pct=False):
+        return "-" if x is None else (f"{100 * x:.2f}%" if pct else f"{x:.2f}")
+
+    s = r["summary"]
+    lines = [f"### {r['device']}, torch {r['torch']}{', CUDA ' + r['cuda'] if r['cuda'] else ''}"
+             f", {r['date']}, git {r['git_sha']}", "",
+             f"Data: {r['data']['source_kind']} ({Path(r['data']['source']).name}), "
+             f"{r['data']['counts']['train']:,} train / {r['data']['counts']['test']:,} test"
+             f"{' (smoke subsets)' if r['smoke'] else ''}. Command: `{r['command']}`.", "",
+             "| run | seeds | test accuracy mean ± sd (min–max) | train s mean | compile s mean "
+             "| first step s mean | img/s mean |", "|---|---|---|---|---|---|---|"]
+    if not s and not r.get("calibration"):
+        lines = lines[:-2] + ["No run was trained."]
+    if s:
+        a = s["test_accuracy"]
+        lines.append(f"| default recipe, {r['seeds'][0]['epochs']} epochs | {a['n']} | {f(a['mean'], 1)} ± {f(a['sd'], 1)} "
+                     f"({f(a['min'], 1)}–{f(a['max'], 1)}) | {f(s['train_seconds']['mean'])} | "
+                     f"{f(s['compile_seconds']['mean'])} | {f(s['startup_seconds']['mean'])} | "
+                     f"{s['images_per_second']['mean']:,.0f} |")
+    c = r.get("calibration")
+    if c:
+        lines.append(f"| calibration {Path(c['recipe']).name}, {c['epochs']} epochs | 1 | {f(c['test_accuracy'], 1)}"
+                     f" | {f(c['train_seconds'])} | {f(c['compile_seconds'])} | "
+                     f"{f(c['startup_seconds'])} | {c['images_per_second']:,.0f} |")
+    if r.get("explain"):
+        e = r["explain"]
+        lines += ["", f"Grad-CAM of all {e['errors']} errors of seed 0 (both classes): "
+                  f"{e['gradcam_seconds']:.3f} s; rendering {e['render_seconds']:.1f} s."]
+    cs = r["cross_seed"]
+    lines += ["", f"Across seeds {cs['seeds']}: {len(cs['always_wrong'])} test images are always "
+              f"wrong, {len(cs['sometimes_wrong'])} only sometimes."]
+    if r["goals"]:
+        lines += ["", "| goal | target | measured | met | margin |", "|---|---|---|---|---|"]
+        for name, g in r["goals"].items():
+            lines.append(f"| {name} | {g['target']:.4g} | {g['measured']:.4g} | "
+                         f"{'yes' if g['met'] else 'no'} | {g['margin']:+.4g} |")
+    for s in r["skipped"]:
+        why = s.get("reason") or (f"needed ~{s['estimated_seconds']} s, "
+                                  f"{max(s['seconds_left'], 0):.1f} s of the "
+                                  f"{r['budget_minutes']}-minute budget left")
+        lines.append(f"\nSkipped {s['stage']}: {why}.")
+    if r.get("disabled"):
+        lines.append(f"\nNot asked for: {', '.join(r['disabled'])}.")
+    return "\n".join(lines) + "\n"

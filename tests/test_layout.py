@@ -1,0 +1,98 @@
+"""The house: the library's imports follow the data flow, one floor down at a time.
+
+    ground (config, errors, io, records, run_folder, device, precision, timing, png)
+      <- data <- model <- training <- explain <- reproduce
+
+A module may import its own floor and the floors below it; nothing imports reproduce; and there
+is no import circle. Imports inside functions count too."""
+from __future__ import annotations
+
+import ast
+import sys
+
+from conftest import ROOT
+
+PKG = ROOT / "ffcv_resnet"
+FLOORS = ["ground", "data", "model", "training", "explain", "reproduce"]
+
+
+def _module(path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _floor(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "face"  # the package itself: its lazy names point anywhere
+    return parts[1] if parts[1] in FLOORS else "ground"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the ffcv_resnet modules it imports}, relative imports resolved."""
+    modules = {_module(p): p for p in PKG.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if not target.startswith("ffcv_resnet"):
+                    continue
+                for alias in node.names:  # `from . import loop`: a module, not a name
+                    sub = f"{target}.{alias.name}"
+                    deps.add(sub if sub in modules else target)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("ffcv_resnet")}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_imports_follow_the_flow_and_nothing_imports_reproduce():
+    graph = import_graph()
+    assert {"ffcv_resnet.data.convert", "ffcv_resnet.training.loop",
+            "ffcv_resnet.explain.gradcam"} <= set(graph)  # the walk sees the subpackages
+    against = []
+    for module, deps in graph.items():
+        if _floor(module) == "face":
+            continue
+        for dep in deps:
+            mine, theirs = FLOORS.index(_floor(module)), FLOORS.index(_floor(dep))
+            if theirs > mine or (theirs == FLOORS.index("reproduce") and mine != theirs):
+                against.append(f"{module} imports {dep}")
+    assert not against, "imports against the flow:\n" + "\n".join(sorted(against))
+
+
+def test_the_library_has_no_import_circles():
+    graph = import_graph()
+
+    def visit(node, path):
+        assert node not in path, f"import circle: {' -> '.join(path + [node])}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, path + [node])
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_the_walk_sees_an_import_against_the_flow(tmp_path, monkeypatch):
+    """The check itself can fail: a data module that imports training is reported."""
+    import shutil
+    fake = tmp_path / "ffcv_resnet"
+    shutil.copytree(PKG, fake)
+    (fake / "data" / "sneaky.py").write_text("from ..training import loop\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    graph = import_graph()
+    assert "ffcv_resnet.training.loop" in graph["ffcv_resnet.data.sneaky"]
+    try:
+        test_imports_follow_the_flow_and_nothing_imports_reproduce()
+    except AssertionError as e:
+        assert "ffcv_resnet.data.sneaky imports ffcv_resnet.training.loop" in str(e)
+    else:
+        raise AssertionError("an import against the flow went unseen")
