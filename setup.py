@@ -16,6 +16,7 @@ setup(
         "numpy",
         "matplotlib",
         "pillow",
+        "scipy",  # confidence intervals and tests (scipy.stats): a well-kept library over our own
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
     package_data={"ffcv_resnet.explain": ["report_page.html"]},  # report.html's template

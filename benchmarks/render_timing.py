@@ -19,27 +19,42 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ffcv_resnet.data.cifar import CLASSES  # noqa: E402
+from ffcv_resnet.explain.cams import DEFAULT_METHODS  # noqa: E402
+from ffcv_resnet.explain.faithfulness import DEFAULT_METRICS  # noqa: E402
 from ffcv_resnet.explain.gallery import Explained, confusion_from_errors  # noqa: E402
+from ffcv_resnet.explain.scores import summarise  # noqa: E402
 from ffcv_resnet.explain.render import render_outputs  # noqa: E402
 from ffcv_resnet.explain.report import ReportContext  # noqa: E402
 
 RUN_ID = "20261124-000000-abcdef"
 
 
-def synthetic(n: int, seed: int = 0) -> Explained:
-    """`n` errors, most confident first, with random images and smooth maps; a few flat maps."""
+def synthetic(n: int, seed: int = 0, methods: tuple[str, ...] = DEFAULT_METHODS,
+              metrics: tuple[str, ...] = DEFAULT_METRICS) -> Explained:
+    """`n` errors, most confident first, with random images and smooth maps of every method (a
+    few flat), and random scores."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     true = rng.integers(0, 10, n)
-    cams = F.interpolate(torch.rand(2 * n, 1, 8, 8), size=(32, 32), mode="bilinear")[:, 0]
+    m = len(methods)
+    cams = F.interpolate(torch.rand(m * 2 * n, 1, 8, 8), size=(32, 32), mode="bilinear")[:, 0]
     lo, hi = cams.amin((1, 2), keepdim=True), cams.amax((1, 2), keepdim=True)
-    maps = ((cams - lo) / (hi - lo)).numpy()
-    empty = rng.random((2, n)) < 0.04
-    maps[:n][empty[0]], maps[n:][empty[1]] = 0, 0
+    maps = ((cams - lo) / (hi - lo)).numpy().reshape(m, 2, n, 32, 32)
+    empty = rng.random((m, 2, n)) < 0.04
+    maps[empty] = 0
+    scores = {k: np.where(empty, np.nan, rng.normal(0, 0.2, (m, 2, n))) for k in metrics}
     return Explained(np.arange(n) * 7, true, (true + rng.integers(1, 10, n)) % 10,
                      np.sort(rng.uniform(0.2, 1, n))[::-1], rng.uniform(0, 0.2, n),
-                     rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), maps[:n], maps[n:],
-                     empty[0], empty[1])
+                     rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), tuple(methods), maps,
+                     empty, scores)
+
+
+def settings(e: Explained, classes: list[str] = list(CLASSES)) -> dict:
+    """What explain records of its pass, as the report reads it (timings made up: zero)."""
+    return {"layer": "layer3", "precision": "fp32", "device": "cpu", "methods": list(e.methods),
+            "metrics": list(e.scores), "errors": len(e.index), "scored": len(e.index),
+            "noise": 0.01, "steps": 16, "seed": 0, "cams_seconds": 0.0, "scores_seconds": 0.0,
+            "explain_seconds": 0.0, "faithfulness": summarise(e, classes)}
 
 
 def render(e: Explained, run_dir: Path) -> None:
@@ -50,7 +65,7 @@ def render(e: Explained, run_dir: Path) -> None:
     metrics = {"test_accuracy": 1 - len(e.index) / 10_000, "test_images": 10_000,
                "per_class_accuracy": {c: 0.9 for c in CLASSES}}
     ctx = ReportContext(RUN_ID, list(CLASSES), confusion_from_errors(e, [1000] * 10), metrics,
-                        [], {}, {"layer": "layer3"}, 24, ["curves.png", "summary.png"])
+                        [], {}, settings(e), 24, ["curves.png", "summary.png"])
     render_outputs(e, ctx, run_dir, overview, progress=False)
 
 

@@ -181,13 +181,20 @@ def main() -> None:
 
 
 def write_device_page(out_dir: Path, device_slug: str, tag: str, device: str) -> Path:
-    """<device>.md: every suite's latest table for that device, in suite order."""
+    """<device>.md: every suite's latest table for that device, in suite order. The heading
+    names every device the tables were measured on (one slug, "cpu", covers every CPU model:
+    each table names its own)."""
     parts = [(out_dir / f"{suite}{tag}-{device_slug}.md") for suite in SUITES]
     body = "\n".join(p.read_text() for p in parts if p.is_file())
+    devices = [device]
+    for p in parts:
+        records = p.with_suffix(".json")
+        for r in (json.loads(records.read_text()) if records.is_file() else []):
+            if r.get("device") and r["device"] not in devices:
+                devices.append(r["device"])
     out = out_dir / f"{device_slug}{tag}.md"
-    atomic_write_bytes(out, f"## Benchmarks on {device}\n\n{body}".encode())
+    atomic_write_bytes(out, f"## Benchmarks on {', '.join(sorted(devices))}\n\n{body}".encode())
     return out
-
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {"resnet18": "model", "grad_cam": "explain.gradcam", "CamResult": "explain.gradcam",
+_LAZY = {"resnet18": "model", "grad_cam": "explain.cams", "cams": "explain.cams",
+         "CamResult": "explain.cams", "faithfulness": "explain.faithfulness",
          "CLASSES": "data.cifar", "load_model": "training.checkpoint"}
 __all__ = list(_LAZY)
 

@@ -72,6 +72,9 @@ class TestError:
     true: int
     predicted: int
     confidence: float  # p(predicted)
+    # explain's faithfulness scores, {method: {metric: {"pred": x, "true": y}}} (None: not
+    # scored; x or y None: a flat map); training writes none
+    scores: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,11 @@ class Errors:
     errors: list[TestError]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for row in d["errors"]:  # rows without scores are written as training wrote them
+            if row["scores"] is None:
+                del row["scores"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "Errors":

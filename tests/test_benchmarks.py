@@ -30,7 +30,8 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
         ("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)}
     assert all(r["step_flops"] > 0 and r["ms_per_step"] > 0 for r in steps)
     gradcam = {r["name"] for r in json.loads(next(out.glob("gradcam-*.json")).read_text())}
-    assert {"ours batched", "grad-cam batched"} <= gradcam
+    assert {"gradcam: ours batched", "gradcam: grad-cam batched", "ROAD combined: grad-cam",
+            "ROAD imputation alone: grad-cam"} <= gradcam
     startup = json.loads(next(out.glob("startup-*.json")).read_text())
     assert [r["name"] for r in startup] == ["cold", "warm"]
     assert all(0 < r["startup_seconds"] < r["total_seconds"] for r in startup)

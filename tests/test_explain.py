@@ -57,7 +57,7 @@ def test_batched_equals_one_image_at_a_time(model_and_batch):
 
 
 def test_two_classes_from_one_forward_equal_one_class_at_a_time(model_and_batch):
-    from ffcv_resnet.explain.gradcam import grad_cams
+    from ffcv_resnet.explain.cams import grad_cams
     model, images, classes = model_and_batch
     other = (classes + 3) % 10
     both = grad_cams(model, images, torch.stack([classes, other]), batch_size=5)
@@ -73,7 +73,7 @@ def test_explain_probabilities_equal_predict(model_and_batch, tta):
     """The one-pass explain reuses Grad-CAM's logits as TTA's plain view: p(pred) and p(true)
     must still be what evaluation (errors.json) computed."""
     from ffcv_resnet.training.evaluate import predict
-    from ffcv_resnet.explain.explain import explain
+    from ffcv_resnet.explain.explain import ExplainConfig, explain
     from ffcv_resnet.records import TestError
     model, images, classes = model_and_batch
     uint8 = (images * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
@@ -81,7 +81,7 @@ def test_explain_probabilities_equal_predict(model_and_batch, tta):
     pred = (classes + 1) % 10
     errors = [TestError(100 + i, int(t), int(p), float(probs[i, p]))
               for i, (t, p) in enumerate(zip(classes, pred))]
-    e = explain(model, uint8, errors, "layer3", batch_size=5, tta=tta)
+    e = explain(model, uint8, errors, ExplainConfig(batch_size=5, metrics=""), tta=tta)
     row = {int(i): k for k, i in enumerate(e.index)}
     for i, err in enumerate(errors):
         k = row[err.index]
@@ -133,10 +133,31 @@ def test_mode_hooks_and_parameter_gradients_are_left_as_they_were(model_and_batc
 
 def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data):
     r = run_script("scripts/explain.py", "--run.dir", trained_run, "--data.dir", learnable_data,
-                   "--explain.page_size", "4")
+                   "--explain.page_size", "4", "--explain.scored", "5")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Grad-CAM" in r.stdout and "rendering" in r.stdout
+    assert "maps (gradcam, gradcampp, xgradcam, hirescam, layercam, eigencam;" in r.stdout
+    assert "scores (road_combined, deletion, insertion)" in r.stdout and "rendering" in r.stdout
     errors = json.loads((trained_run / "errors.json").read_text())["errors"]
+    ex = json.loads((trained_run / "explain.json").read_text())
+    assert ex["methods"] == ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam",
+                             "eigencam"] and ex["metrics"] == ["road_combined", "deletion",
+                                                                "insertion"]
+    assert ex["scored"] == 5 < len(errors)  # a seeded sample; the others carry no scores
+    scored = [e for e in errors if "scores" in e]
+    assert len(scored) == 5 and f"scores (road_combined, deletion, insertion): 5 of " \
+        f"{len(errors)} errors" in r.stdout and "--explain.scored all" in r.stdout
+    assert ex["cams_seconds"] > 0 and ex["scores_seconds"] > 0 and ex["explain_seconds"] == \
+        pytest.approx(ex["cams_seconds"] + ex["scores_seconds"])
+    table = ex["faithfulness"]
+    assert table["most_faithful"] in ex["methods"]
+    for metric in ex["metrics"]:
+        for method in ex["methods"]:
+            cell = table["metrics"][metric]["pred"][method]
+            values = [e["scores"][method][metric]["pred"] for e in scored]
+            finite = [v for v in values if v is not None]
+            assert cell["n"] == len(finite)  # errors.json rounds to 6 places
+            assert cell["mean"] == pytest.approx(np.mean(finite), abs=1e-6)
+            assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
     with open(trained_run / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(int(r["index"]) for r in rows) == sorted(e["index"] for e in errors)
@@ -144,12 +165,23 @@ def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data
     assert all(int(r["predicted"]) == by_index[int(r["index"])]["predicted"] for r in rows)
     p = [float(r["p_pred"]) for r in rows]
     assert p == sorted(p, reverse=True)
+    for r in rows:  # the scores in the manifest are errors.json's (blank: not scored)
+        scores = by_index[int(r["index"])].get("scores")
+        if scores is None:
+            assert all(r[f"{m}_{k}_{w}"] == "" for m in ex["methods"] for k in ex["metrics"]
+                       for w in ("pred", "true"))
+            continue
+        for method in ex["methods"]:
+            for metric in ex["metrics"]:
+                for which in ("pred", "true"):
+                    value, cell = scores[method][metric][which], r[f"{method}_{metric}_{which}"]
+                    assert (cell == "") if value is None else float(cell) == pytest.approx(value)
     pages = sorted((trained_run / "gallery").glob("page-*.png"))
     assert len(pages) == -(-len(errors) // 4)
     assert {int(r["page"]) for r in rows} == set(range(1, len(pages) + 1))
     for name in ("summary.png", "overview.png", *[f"gallery/{p.name}" for p in pages]):
         assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((trained_run / "explain.json").read_text())["errors"] == len(errors)
+    assert ex["errors"] == len(errors)
 
 
 def _explain(run_dir, data_dir, *extra):
@@ -162,6 +194,14 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     from ffcv_resnet.data.convert import prepare
     cases = []
     cases.append((_explain(tmp_path / "nope", learnable_data), "no such run folder"))
+    cases.append((_explain(trained_run, learnable_data, "--explain.methods", "gradcam,gradcam3"),
+                  "bad value 'gradcam3' for --explain.methods (expected a comma-separated list of "
+                  "gradcam, gradcampp, xgradcam, hirescam, layercam, eigencam, scorecam, each "
+                  "once)"))
+    cases.append((_explain(trained_run, learnable_data, "--explain.metrics", "road,deletion"),
+                  "bad value 'road' for --explain.metrics"))
+    cases.append((_explain(trained_run, learnable_data, "--explain.layer", "avgpool"),
+                  "layer 'avgpool' gives a 1x1 feature map"))
     cases.append((_explain(trained_run, learnable_data, "--explain.layer", "layer7"),
                   "no layer 'layer7'"))
     other = tmp_path / "other_data"
@@ -179,16 +219,16 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     (broken / "model.pt").unlink()
     cases.append((_explain(broken, learnable_data), "no checkpoint"))
     for result, message in cases:
-        assert result.returncode != 0 and message in result.stderr, result.stderr[-1500:]
-        assert "Traceback" not in result.stderr
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
 
 
 def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
-    from ffcv_resnet.explain.explain import explain, load_error_images
+    from ffcv_resnet.explain.explain import ExplainConfig, explain, load_error_images
     from ffcv_resnet.explain.gallery import write_gallery, write_manifest
     from ffcv_resnet.data.cifar import CLASSES
     images = load_error_images(learnable_data, [], torch.device("cpu"))
-    e = explain(resnet18().eval(), images, [], "layer3", batch_size=8)
+    e = explain(resnet18().eval(), images, [], ExplainConfig(batch_size=8))
     assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.pred_maps.shape == (0, 32, 32)
     assert write_gallery(e, list(CLASSES), tmp_path / "gallery", 4, progress=False) == []
     write_manifest(e, list(CLASSES), tmp_path / "manifest.csv", 4)

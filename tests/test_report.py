@@ -60,6 +60,7 @@ def explained(trained_run, learnable_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     args = ["--run.dir", run_dir, "--data.dir", learnable_data, "--explain.page_size", "4",
+            "--explain.scored", "4",
             "--explain.screenshot", "on" if MISSING is None else "off"]
     r = run_script("scripts/explain.py", *args, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -109,6 +110,45 @@ def test_report_in_chromium(explained):
             p.select_option("#sort", order)
             values = [r[key] for r in page.visible_rows()]
             assert len(values) == len(errors) and values == sorted(values, reverse=reverse)
+
+        # the method switch: every tile takes that method's sprite sheet and flat flags
+        data = page.page.evaluate("() => D")
+        assert page.text("#method") and data["methods"][0] == "gradcam"
+        for method in data["methods"]:
+            p.select_option("#method", method)
+            urls = page.page.evaluate("""() => [...document.querySelectorAll('#error-rows tr')]
+                .map((tr) => [...tr.querySelectorAll('.tile')].map(
+                  (t) => getComputedStyle(t).backgroundImage))""")
+            assert all(f"sprite-{method}-" in u for row in urls for u in row)
+            flats = page.page.evaluate("""() => [...document.querySelectorAll('#error-rows tr')]
+                .map((tr) => [...tr.querySelectorAll('.tile')].slice(1).map(
+                  (t) => t.classList.contains('flat')))""")
+            by_index = {e["index"]: e for e in data["errors"]}
+            shown = [r["index"] for r in page.page.evaluate("""() => [...document.querySelectorAll(
+                '#error-rows tr')].map((tr) => ({index: +tr.dataset.index}))""")]
+            assert flats == [by_index[i]["flat"][method] for i in shown]
+            assert page.text("th .method-name") == method
+        sizes = page.images_loaded()
+        assert all(w > 0 and h > 0 for w, h in sizes.values()), sizes
+
+        # the faithfulness table: one row per method, each cell the mean explain.json holds
+        ex = json.loads((run_dir / "explain.json").read_text())
+        for which in ("pred", "true"):
+            p.select_option("#faith-which", which)
+            cells = page.page.evaluate("""() => [...document.querySelectorAll('#faith-table tr')]
+                .slice(1).map((tr) => [...tr.cells].map((td) => td.textContent))""")
+            assert [c[0] for c in cells] == ex["methods"]
+            for row in cells:
+                for metric, text in zip(ex["metrics"], row[1:]):
+                    cell = ex["faithfulness"]["metrics"][metric][which][row[0]]
+                    assert text.startswith(f"{cell['mean']:.3f}") and f"(n={cell['n']})" in text
+        best = page.page.evaluate("""() => [...document.querySelectorAll(
+            '#faith-table td.best')].length""")
+        assert best >= len(ex["metrics"])  # one best cell per score (more on a tie)
+        assert ex["faithfulness"]["most_faithful"] in page.text("#faith-verdict")
+        p.select_option("#faith-metric", ex["metrics"][-1])
+        rows = page.page.evaluate("""() => document.querySelectorAll('#faith-class tr').length""")
+        assert rows == 1 + len(data["classes"])
         assert page.problems == []
 
 
@@ -133,8 +173,10 @@ def test_the_report_carries_the_run_and_its_errors(explained):
     data = json.loads(page.split('id="report-data">', 1)[1].split("</script>", 1)[0])
     assert data["run_id"] == run_id and len(data["errors"]) == len(errors)
     assert {e["index"] for e in data["errors"]} == {e["index"] for e in errors}
-    for sprite in data["sprites"]:
-        assert png_run_id(run_dir / sprite) == run_id
+    assert list(data["sprites"]) == data["methods"]  # a set of sheets per method
+    for sheets in data["sprites"].values():
+        for sprite in sheets:
+            assert png_run_id(run_dir / sprite) == run_id
 
 
 def _hostile_report(tmp_path, n_errors: int):
@@ -143,20 +185,15 @@ def _hostile_report(tmp_path, n_errors: int):
     from ffcv_resnet.explain.gallery import Explained, confusion_from_errors, write_gallery
     from ffcv_resnet.explain.report import ReportContext, write_report
     classes = [f'</script><b>c{k}</b>&amp;"\'' for k in range(10)]
-    e = Explained.none()
-    if n_errors:
-        rng = np.random.default_rng(0)
-        true = np.arange(n_errors) % 10
-        e = Explained(np.arange(n_errors), true, (true + 1) % 10, np.linspace(0.9, 0.5, n_errors),
-                      np.full(n_errors, 0.1), rng.integers(0, 256, (n_errors, 32, 32, 3), np.uint8),
-                      rng.random((n_errors, 32, 32)), np.zeros((n_errors, 32, 32)),
-                      np.zeros(n_errors, bool), np.ones(n_errors, bool))
+    from benchmarks.render_timing import settings, synthetic
+    e = synthetic(n_errors, methods=("gradcam", "layercam"), metrics=("deletion",)) \
+        if n_errors else Explained.none(("gradcam", "layercam"), ("deletion",))
     write_gallery(e, classes, tmp_path / "gallery", 4, progress=False, run_id="r<&>")
     (tmp_path / "curves.png").write_bytes(array_png_bytes(np.zeros((4, 4, 3), np.uint8)))
     ctx = ReportContext("r<&>", classes, confusion_from_errors(e, [10] * 10),
                         {"test_accuracy": 0.9, "test_images": 100,
                          "per_class_accuracy": {c: 0.9 for c in classes}},
-                        [{"epoch": 1, "lr": 0.1}], {"note": "</script>"}, {"layer": "layer3"}, 4,
+                        [{"epoch": 1, "lr": 0.1}], {"note": "</script>"}, settings(e, classes), 4,
                         [])
     return write_report(tmp_path, e, ctx), classes, e
 
@@ -181,7 +218,12 @@ def test_hostile_class_names_and_no_errors(tmp_path, n_errors):
         assert p.evaluate("() => [...document.querySelectorAll('#filter-true option')]"
                           ".slice(1).map((o) => o.textContent)") == classes
         assert p.evaluate("() => document.querySelectorAll('#per-class b').length") == 0
-        assert p.evaluate("() => document.querySelectorAll('.badge').length") == n_errors
+        flat = int(e.empty[0].sum())  # the first method's flat maps, one badge each
+        assert p.evaluate("() => document.querySelectorAll('.badge').length") == flat
+        assert n_errors == 0 or flat > 0
+        p.select_option("#method", "layercam")
+        assert p.evaluate("() => document.querySelectorAll('.badge').length") == \
+            int(e.empty[1].sum())
         assert page.text("#run-id") == "r<&>"
         assert page.problems == []
 

@@ -42,7 +42,7 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     assert set(record["cross_seed"]["sometimes_wrong"]) == (errors[0] | errors[1]) - (
         errors[0] & errors[1])
     assert (out / "always-wrong.png").read_bytes()[:4] == b"\x89PNG"
-    assert record["explain"]["errors"] == len(errors[0]) and record["explain"]["gradcam_seconds"]
+    assert record["explain"]["errors"] == len(errors[0]) and record["explain"]["explain_seconds"]
     assert (results / "loader-smoke-cpu.json").exists() and (results / "cpu-smoke.md").exists()
     assert record["skipped"] == [] and record["goals"] == {}
     table = (results / "reproduce-smoke-cpu.md").read_text()

@@ -1,46 +1,66 @@
-"""Explaining a run: check it against the test beton, Grad-CAM every error (one forward per batch),
-then render the gallery and the report, and take the report's screenshot."""
+"""Explaining a run: every CAM method's maps of the predicted and the true class of every error,
+with the probabilities, from one forward and one backward per class set and batch; the
+faithfulness scores of those maps; then the gallery, the report, its screenshot and explain.json.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import option, require_range
+from ..config import ConfigError, option, require_range
 from ..data.augment import to_float
-from ..data.betons import beton_path, checked_metadata
-from ..data.loaders import load_all
 from ..data.options import DataConfig
 from ..device import check_device, device_option, resolve_device
 from ..errors import UserError, say
 from ..model import eval_mode
-from ..png import png_run_id
 from ..precision import AUTO_PRECISION, autocast, resolve_precision
-from ..records import Errors, Metrics, TestError, TestSet, read_json, write_json
-from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, HISTORY, MANIFEST, METRICS,
-                          OVERVIEW, REPORT, SCREENSHOT, SUMMARY, RunFolder, read_config,
-                          read_history)
+from ..records import Errors, TestError, write_json
+from ..run_folder import (CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW, REPORT,
+                          SCREENSHOT, SUMMARY, RunFolder)
 from ..timing import Stopwatch
-from ..training.checkpoint import load_model
 from ..training.evaluate import tta_logits
+from .activations import check_layer
 from .browser import screenshot_report, screenshot_skipped
-from .gallery import Explained, confusion_from_errors
-from .gradcam import check_layer, grad_cams
+from .cams import DEFAULT_METHODS, METHODS, cams
+from .faithfulness import DEFAULT_METRICS, METRICS as SCORES, faithfulness
+from .finished_run import FinishedRun, check_data_matches, load_error_images, load_finished_run
+from .gallery import WHICH, Explained, confusion_from_errors
 from .render import overview_images, render_outputs
 from .report import ReportContext
+from .scores import summarise
+
+CPU_SCORED = 32  # errors scored by default on the CPU: every score of one error costs ~2.4 s
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    """Explain: Grad-CAM of every test error"""
-    layer: str = option("layer3", "module whose activations Grad-CAM weighs (layer3 is 8x8)")
-    batch_size: int = option(1024, "images per Grad-CAM forward (both classes' backwards share it)")
+    """Explain: every CAM method and faithfulness score of every test error"""
+    layer: str = option("layer3", "module whose activations the CAM methods weigh (layer3 is 8x8)")
+    batch_size: int = option(1024, "images per forward (the maps' backwards share it; the "
+                             "scores' perturbed images go in batches of this size too)")
     page_size: int = option(24, "errors per gallery page")
     precision: str = option("auto", AUTO_PRECISION, ("auto", "bf16", "fp32"))
     device: str = device_option()
+    methods: str = option(",".join(DEFAULT_METHODS), "CAM methods, comma-separated, the first "
+                          f"drawn on the gallery's pages: any of {', '.join(METHODS)} (scorecam "
+                          "runs one forward per channel of the layer per image: off by default)")
+    metrics: str = option(",".join(DEFAULT_METRICS), "faithfulness scores of every map, comma-"
+                          f"separated ('' for none): any of {', '.join(SCORES)}")
+    scored: str = option("auto", "errors whose maps are scored: all; a number (a seeded random "
+                         f"sample); auto: all on CUDA, {CPU_SCORED} on the CPU (where all six "
+                         "methods' scores of one error take ~2.4 s)")
+    noise: float = option(0.01, "ROAD's imputation noise (standard deviation; images in [0, 1])")
+    steps: int = option(16, "steps of the deletion and insertion curves")
+    seed: int = option(0, "seed of ROAD's noise and of the scored sample")
     overview: bool = option(True, "also draw 10 random training images per class")
     screenshot: str = option("auto", "report.png, the report at desktop width in headless "
                              "Chromium: auto (if chromium and playwright are installed), on (an "
@@ -49,7 +69,35 @@ class ExplainConfig:
     def validate(self, prefix: str) -> None:
         require_range(prefix, self, "batch_size", 1)
         require_range(prefix, self, "page_size", 1)
+        require_range(prefix, self, "noise", 0, 1)
+        require_range(prefix, self, "steps", 1, 1024)
+        require_range(prefix, self, "seed", 0, 2**31 - 1)
         check_device(prefix, self.device)
+        for name, known, allow_none in (("methods", METHODS, False), ("metrics", SCORES, True)):
+            chosen = _names(getattr(self, name))
+            bad = [x for x in chosen if x not in known]
+            if bad or (not chosen and not allow_none) or len(set(chosen)) != len(chosen):
+                what = bad[0] if bad else (getattr(self, name) or "(none)")
+                raise ConfigError(f"bad value {what!r} for --{prefix}.{name} (expected a comma-"
+                                  f"separated list of {', '.join(known)}, each once)")
+        if self.scored not in ("auto", "all") and not (self.scored.isdigit()
+                                                       and int(self.scored) >= 1):
+            raise ConfigError(f"bad value {self.scored!r} for --{prefix}.scored (expected auto, "
+                              "all or a number >= 1)")
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return _names(self.methods)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return _names(self.metrics)
+
+    def scored_count(self, errors: int, device: torch.device) -> int:
+        """How many of `errors` get scores on `device`."""
+        if self.scored == "all" or (self.scored == "auto" and device.type == "cuda"):
+            return errors
+        return min(errors, CPU_SCORED if self.scored == "auto" else int(self.scored))
 
 
 @dataclass(frozen=True)
@@ -67,142 +115,182 @@ class ExplainSettings:
 
 
 @dataclass
-class FinishedRun:
-    """A complete run whose files all carry one run id: what explain works from."""
-    run_id: str
-    model: nn.Module  # eager, eval mode, on the device
-    classes: list[str]
-    test: TestSet
-    errors: list[TestError]
-    metrics: Metrics
-    history: list[dict]
-    config: dict  # config.yaml without the run id
+class MapPass:
+    """What one batched pass over the errors computed, on the device, in `errors` order."""
+    maps: torch.Tensor  # (M, 2, N, H, W): method, (predicted, true) class
+    empty: torch.Tensor  # (M, 2, N) bool
+    probs: torch.Tensor  # (2, N): p(predicted), p(true) with the run's test-time augmentation
+    plain: torch.Tensor  # (2, N): the same without it (what the scores perturb)
 
 
-def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
-    """Check that `folder` holds one complete run (same id in every file); UserError if not."""
-    path = folder.path
-    if not folder.complete():
-        raise UserError(f"{path}: {folder.describe()}: no {METRICS}, so training did not finish "
-                        "(--run.resume true continues it)")
-    metrics = Metrics.from_dict(read_json(path / METRICS, "metrics"), str(path / METRICS))
-    model, blob = load_model(path / CHECKPOINT, device)
-    errors = Errors.from_dict(read_json(path / ERRORS, "errors file"), str(path / ERRORS))
-    ids = {"config.yaml": folder.run_id(), METRICS: metrics.run_id, CHECKPOINT: blob.get("run_id"),
-           ERRORS: errors.run_id, CURVES: png_run_id(path / CURVES)}
-    history = read_history(path / HISTORY)
-    for name, what, have, said in ((HISTORY, "epochs", len(history), metrics.epochs),
-                                   (ERRORS, "errors", len(errors.errors), metrics.errors)):
-        if have != said:
-            raise UserError(f"{path}: {name} holds {have} {what}, {METRICS} says {said}: an "
-                            "incomplete or edited set of files")
-    ids.update({f"{HISTORY} line {i}": r.get("run_id") for i, r in enumerate(history, 1)})
-    for name, run_id in ids.items():
-        if run_id != metrics.run_id:
-            raise UserError(f"{path}: files of different runs ({METRICS} is run "
-                            f"{metrics.run_id}, {name} is {run_id or 'of no run'})")
-    if blob.get("test") != errors.test.__dict__:
-        raise UserError(f"{path}: {ERRORS} and {CHECKPOINT} disagree on the test set")
-    return FinishedRun(metrics.run_id, model, blob["classes"], errors.test, errors.errors,
-                       metrics, history, read_config(path))
+def map_pass(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, methods: tuple[str, ...],
+             layer: str, batch_size: int, precision: str, tta: str) -> MapPass:
+    """Every method's maps of `classes` (2, N) of the float images `x`, from one forward and
+    one backward per class set and batch; that forward's logits are the plain view of the
+    test-time augmentation, whose other views run again without a graph."""
+    parts = []
+    for s in range(0, len(x), batch_size):
+        xb, cb = x[s:s + batch_size], classes[:, s:s + batch_size]
+        out = cams(model, xb, cb, methods, layer, precision=precision)
+        plain = out[methods[0]].logits
+        with eval_mode(model), torch.no_grad(), autocast(x.device, precision):
+            logits = tta_logits(model, xb, tta, plain=plain)
+        parts.append((torch.stack([out[m].maps for m in methods]),
+                      torch.stack([out[m].empty for m in methods]),
+                      logits.softmax(1).gather(1, cb.T).T, plain.softmax(1).gather(1, cb.T).T))
+    maps, empty, probs, plain = (torch.cat(t, dim) for t, dim in zip(zip(*parts), (2, 2, 1, 1)))
+    return MapPass(maps, empty, probs, plain)
 
 
-def check_data_matches(run_test: TestSet, data_dir: Path) -> dict:
-    """The betons' metadata, if the test beton in `data_dir` is the run's; else a UserError."""
-    meta = checked_metadata(data_dir)
-    counts = meta["counts"]
-    if meta["source"]["fingerprint"] != run_test.fingerprint:
-        raise UserError(f"{data_dir}: test beton does not match the run (made from another "
-                        f"source: {meta['source']['path']})")
-    subset = run_test.subset
-    expected = len(subset) if subset else counts["test"]
-    if expected != run_test.count or (subset and max(subset) >= counts["test"]):
-        raise UserError(f"{data_dir}: test beton does not match the run ({counts['test']} "
-                        f"images; the run was evaluated on {run_test.count})")
-    return meta
+def scored_indices(n: int, count: int, seed: int) -> np.ndarray:
+    """Which of n errors are scored: all, or a seeded random sample of `count`, sorted."""
+    if count >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
 
 
-def load_error_images(data_dir: Path, errors: list[TestError],
-                      device: torch.device) -> torch.Tensor:
-    """Only the misclassified test images (uint8, in `errors` order), labels checked."""
-    idx = [e.index for e in errors]
-    if not idx:  # a run without errors: nothing to load
-        return torch.zeros(0, 3, 32, 32, dtype=torch.uint8, device=device)
-    images, labels = load_all(beton_path(data_dir, "test"), device, indices=idx)
-    if labels.tolist() != [e.true for e in errors]:
-        raise UserError(f"{data_dir}: test beton does not match the run (labels differ)")
-    return images
+def score_pass(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, p: MapPass,
+               metrics: tuple[str, ...], which: np.ndarray, ex: ExplainConfig,
+               precision: str) -> dict[str, torch.Tensor]:
+    """Every metric's score of every map of the errors `which`: {metric: (M, 2, N)}, NaN for
+    the others and for flat maps (a flat map ranks no pixel above another). All maps of all
+    methods go through one batched call per metric."""
+    m, _, n = p.empty.shape
+    idx = torch.as_tensor(which, device=x.device, dtype=torch.long)
+    k = len(idx)
+    images = x[idx].repeat(2 * m, 1, 1, 1)  # (M * 2 * k, 3, H, W): method, class, error
+    maps = p.maps[:, :, idx].reshape(-1, *x.shape[-2:])
+    cls = classes[:, idx].repeat(m, 1).reshape(-1)
+    before = p.plain[:, idx].repeat(m, 1).reshape(-1)
+    generator = torch.Generator(device=x.device).manual_seed(ex.seed)
+    out = {}
+    for metric in metrics:
+        full = torch.full((m, 2, n), math.nan, device=x.device)
+        if k:
+            s = faithfulness(model, images, maps, cls, metric, noise=ex.noise,
+                             generator=generator, steps=ex.steps, batch_size=ex.batch_size,
+                             precision=precision, before=before).view(m, 2, k)
+            full[:, :, idx] = s.masked_fill(p.empty[:, :, idx], math.nan)
+        out[metric] = full
+    return out
 
 
-def cams_and_probs(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str,
-                   precision: str, tta: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The maps of `classes` (K, N) of a float batch from one forward, and the probabilities
-    `predict` gives with `tta`: that forward's logits are the plain view, and only the other
-    test-time views run again, without a graph. Returns maps (K, N, H, W), empty (K, N),
-    probs (N, classes)."""
-    cams = grad_cams(model, x, classes, layer, precision=precision)
-    with eval_mode(model), torch.no_grad(), autocast(x.device, precision):
-        logits = tta_logits(model, x, tta, plain=cams.logits)
-    return cams.maps, cams.empty, logits.softmax(1)
-
-
-def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], layer: str,
-            batch_size: int, precision: str = "fp32", tta: str = "flip") -> Explained:
-    """Grad-CAM of the predicted and the true class of every error, and both probabilities,
-    from one forward per batch (`cams_and_probs`); sorted most confident first."""
+def explained(images: torch.Tensor, errors: list[TestError], methods: tuple[str, ...],
+              p: MapPass, scores: dict[str, torch.Tensor]) -> Explained:
+    """The pass as numpy arrays, sorted from the most confident mistake."""
     if not errors:
-        return Explained.none()
+        return Explained.none(methods, tuple(scores))
+    p_pred, p_true = p.probs.cpu().numpy()
+    order = np.argsort(-p_pred, kind="stable")
+    return Explained(
+        index=np.array([e.index for e in errors], dtype=np.int64)[order],
+        true=np.array([e.true for e in errors], dtype=np.int64)[order],
+        predicted=np.array([e.predicted for e in errors], dtype=np.int64)[order],
+        p_pred=p_pred[order], p_true=p_true[order],
+        images=images.permute(0, 2, 3, 1).cpu().numpy()[order], methods=methods,
+        maps=p.maps.cpu().numpy()[:, :, order], empty=p.empty.cpu().numpy()[:, :, order],
+        scores={k: v.cpu().numpy()[:, :, order] for k, v in scores.items()})
+
+
+def explain(model: nn.Module, images: torch.Tensor, errors: list[TestError], ex: ExplainConfig,
+            precision: str = "fp32", tta: str = "flip",
+            which: np.ndarray | None = None) -> Explained:
+    """Maps, probabilities and scores of every error (`which`: the ones scored, all by
+    default); the three steps below in one call."""
+    methods, metrics = ex.method_names, ex.metric_names
+    if not errors:
+        return Explained.none(methods, metrics)
     classes = torch.tensor([[e.predicted for e in errors], [e.true for e in errors]],
                            device=images.device)  # (2, N): predicted, true
     x = to_float(images)
-    parts = [cams_and_probs(model, x[s:s + batch_size], classes[:, s:s + batch_size], layer,
-                            precision, tta) for s in range(0, len(errors), batch_size)]
-    maps, empty, probs = zip(*parts)
-    maps, empty = torch.cat(maps, 1).cpu().numpy(), torch.cat(empty, 1).cpu().numpy()
-    p_pred, p_true = torch.cat(probs).gather(1, classes.T).T.cpu().numpy()
-    pred, true = classes.cpu().numpy()
-    order = np.argsort(-p_pred, kind="stable")
-    return Explained(index=np.array([e.index for e in errors], dtype=np.int64)[order],
-                     true=true[order], predicted=pred[order],
-                     p_pred=p_pred[order], p_true=p_true[order],
-                     images=images.permute(0, 2, 3, 1).cpu().numpy()[order],
-                     pred_maps=maps[0][order], true_maps=maps[1][order],
-                     pred_empty=empty[0][order], true_empty=empty[1][order])
+    p = map_pass(model, x, classes, methods, ex.layer, ex.batch_size, precision, tta)
+    which = np.arange(len(errors)) if which is None else which
+    return explained(images, errors, methods, p,
+                     score_pass(model, x, classes, p, metrics, which, ex, precision))
 
 
-def report_context(run: FinishedRun, e: Explained, ex: ExplainConfig, precision: str,
-                   device: torch.device, cam_seconds: float) -> ReportContext:
+def errors_with_scores(run: FinishedRun, e: Explained) -> Errors:
+    """errors.json's rows with each scored error's scores: {method: {metric: {pred, true}}}."""
+    row = {int(i): k for k, i in enumerate(e.index)}
+
+    def value(x: float) -> float | None:
+        return None if math.isnan(x) else round(float(x), 6)
+
+    def scores(k: int) -> dict | None:
+        if not e.scores or all(np.isnan(v[:, :, k]).all() for v in e.scores.values()):
+            return None
+        return {method: {metric: {w: value(v[m, j, k]) for j, w in enumerate(WHICH)}
+                         for metric, v in e.scores.items()} for m, method in enumerate(e.methods)}
+
+    rows = [replace(r, scores=scores(row[r.index])) for r in run.errors]
+    return Errors(run.run_id, run.classes, run.test, rows)
+
+
+def report_context(run: FinishedRun, e: Explained, settings: dict) -> ReportContext:
     """What the report shows about the run and about this explain pass."""
     return ReportContext(
         run.run_id, run.classes, confusion_from_errors(e, run.test.class_counts),
-        run.metrics.to_dict(), run.history, run.config,
-        {"layer": ex.layer, "precision": precision, "device": str(device),
-         "gradcam_seconds": cam_seconds}, ex.page_size,
-        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if ex.overview else []) +
+        run.metrics.to_dict(), run.history, run.config, settings, settings["page_size"],
+        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if settings["overview"] else []) +
         [ERRORS, METRICS, EXPLAIN_JSON])
 
 
 def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig, precision: str,
                        device: torch.device, run_dir: Path, data_dir: Path,
                        train_count: int) -> None:
-    """Grad-CAM every error, then gallery, manifest, figures, report, screenshot, explain.json."""
-    model, errors, classes, rid = run.model, run.errors, run.classes, run.run_id
+    """Maps and scores of every error, then gallery, manifest, figures, report, screenshot,
+    the scores in errors.json, and explain.json last."""
+    model, errors, rid = run.model, run.errors, run.run_id
+    methods, metrics = ex.method_names, ex.metric_names
     no_screenshot = screenshot_skipped(ex.screenshot)  # 'on' without a browser fails here
-    explain(model, images[:2], errors[:2], ex.layer, 2, precision, run.test.tta)  # warm-up
+    classes = torch.tensor([[r.predicted for r in errors], [r.true for r in errors]],
+                           device=device, dtype=torch.long).view(2, -1)
+    x = to_float(images)
+    which = scored_indices(len(errors), ex.scored_count(len(errors), device), ex.seed)
+    if errors:  # warm-up: the first calls allocate and pick kernels
+        warm = map_pass(model, x[:2], classes[:, :2], methods, ex.layer, 2, precision,
+                        run.test.tta)
+        score_pass(model, x[:2], classes[:, :2], warm, metrics, np.arange(min(2, len(errors))),
+                   replace(ex, steps=1), precision)
     with Stopwatch(device) as cam_time:
-        e = explain(model, images, errors, ex.layer, ex.batch_size, precision, run.test.tta)
-    say(f"Grad-CAM ({ex.layer}, {precision}, {device}): {len(errors)} errors x 2 classes in "
-        f"{cam_time.seconds:.3f} s ({2 * len(errors) / max(cam_time.seconds, 1e-9):.0f} maps/s)")
+        p = map_pass(model, x, classes, methods, ex.layer, ex.batch_size, precision,
+                     run.test.tta) if errors else None
+    maps = 2 * len(errors) * len(methods)
+    say(f"maps ({', '.join(methods)}; {ex.layer}, {precision}, {device}): {len(errors)} errors x "
+        f"2 classes x {len(methods)} methods in {cam_time.seconds:.3f} s "
+        f"({maps / max(cam_time.seconds, 1e-9):.0f} maps/s)")
+    with Stopwatch(device) as score_time:
+        scores = score_pass(model, x, classes, p, metrics, which, ex, precision) if errors \
+            else {}
+    if metrics:
+        say(f"scores ({', '.join(metrics)}): {len(which)} of {len(errors)} errors, "
+            f"{2 * len(which) * len(methods)} maps, in {score_time.seconds:.3f} s"
+            + ("" if len(which) == len(errors) else " (a seeded sample: --explain.scored all "
+               "scores every error)"))
+    e = explained(images, errors, methods, p, scores) if errors else \
+        Explained.none(methods, metrics)
+    settings = {"layer": ex.layer, "precision": precision, "device": str(device),
+                "methods": list(methods), "metrics": list(metrics), "errors": len(errors),
+                "scored": int(len(which)), "noise": ex.noise, "steps": ex.steps,
+                "seed": ex.seed, "page_size": ex.page_size, "overview": ex.overview,
+                "cams_seconds": cam_time.seconds, "scores_seconds": score_time.seconds,
+                "explain_seconds": cam_time.seconds + score_time.seconds,
+                "faithfulness": summarise(e, run.classes)}
     with Stopwatch(device) as render_time:
-        ctx = report_context(run, e, ex, precision, device, cam_time.seconds)
-        overview = overview_images(data_dir, classes, train_count) if ex.overview else None
+        ctx = report_context(run, e, settings)
+        overview = overview_images(data_dir, run.classes, train_count) if ex.overview else None
         pages = render_outputs(e, ctx, run_dir, overview)
     say(f"rendering: {len(pages)} page(s), sprites, manifest, figures and report in "
         f"{render_time.seconds:.1f} s -> {run_dir / REPORT}")
     say(screenshot_report(run_dir / REPORT, run_dir / SCREENSHOT, rid, ex.screenshot,
                           no_screenshot))
+    best = settings["faithfulness"].get("most_faithful")
+    if best:
+        say(f"most faithful method by {', '.join(metrics)}: {best}")
+    write_json(run_dir / ERRORS, errors_with_scores(run, e).to_dict())
     write_json(run_dir / EXPLAIN_JSON, {
-        "run_id": rid, "errors": len(errors), **ctx.explain,
+        "run_id": rid, **{k: v for k, v in settings.items() if k not in ("page_size",
+                                                                        "overview")},
         "render_seconds": render_time.seconds, "pages": len(pages),
         "empty_pred_maps": int(e.pred_empty.sum()), "empty_true_maps": int(e.true_empty.sum()),
         "screenshot": (run_dir / SCREENSHOT).is_file(), "torch": torch.__version__})
@@ -217,6 +305,7 @@ def explain_run(cfg: ExplainSettings) -> None:
     precision = resolve_precision(ex.precision, device)
     with RunFolder(run_dir) as folder:
         run = load_finished_run(folder, device)
+        run.model.to(memory_format=torch.channels_last)  # the layout of the batches it gets
         check_layer(run.model, ex.layer)
         train_count = check_data_matches(run.test, data_dir)["counts"]["train"]
         images = load_error_images(data_dir, run.errors, device)

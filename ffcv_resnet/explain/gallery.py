@@ -1,5 +1,6 @@
-"""Gallery of test errors: pages of (image | predicted-class map | true-class map) tiles, sprite
-sheets of the same three panels at full resolution for the report, and a manifest."""
+"""Gallery of test errors: pages of (image | predicted-class map | true-class map) tiles of the
+first method, sprite sheets of the same three panels for every method at full resolution for the
+report, and a manifest with each error's probabilities, flat maps and faithfulness scores."""
 from __future__ import annotations
 
 import csv
@@ -21,6 +22,9 @@ PAGE_DPI = 90
 SPRITE_ROWS = 128  # errors per sprite sheet: one row of three 32x32 panels each
 
 
+WHICH = ("pred", "true")  # the two maps of an error: of the predicted and of the true class
+
+
 @dataclass
 class Explained:
     """Every error of a run with its maps, sorted from the most confident mistake."""
@@ -30,17 +34,35 @@ class Explained:
     p_pred: np.ndarray  # (N,)
     p_true: np.ndarray  # (N,)
     images: np.ndarray  # (N, 32, 32, 3) uint8
-    pred_maps: np.ndarray  # (N, 32, 32) in [0, 1]
-    true_maps: np.ndarray  # (N, 32, 32) in [0, 1]
-    pred_empty: np.ndarray  # (N,) bool
-    true_empty: np.ndarray  # (N,) bool
+    methods: tuple[str, ...]  # the CAM methods, the first drawn on the gallery's pages
+    maps: np.ndarray  # (M, 2, N, 32, 32) in [0, 1]: method, (predicted, true) class
+    empty: np.ndarray  # (M, 2, N) bool: flat after the ReLU, drawn as zeros
+    scores: dict[str, np.ndarray]  # faithfulness metric -> (M, 2, N), NaN: not scored
 
     @classmethod
-    def none(cls) -> "Explained":
+    def none(cls, methods: tuple[str, ...] = ("gradcam",),
+             metrics: tuple[str, ...] = ()) -> "Explained":
         """A run without errors."""
-        i, p, m = np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 32, 32))
-        return cls(i, i, i, p, p, np.zeros((0, 32, 32, 3), np.uint8), m, m,
-                   np.zeros(0, bool), np.zeros(0, bool))
+        i, p, m = np.zeros(0, np.int64), np.zeros(0), len(methods)
+        return cls(i, i, i, p, p, np.zeros((0, 32, 32, 3), np.uint8), tuple(methods),
+                   np.zeros((m, 2, 0, 32, 32)), np.zeros((m, 2, 0), bool),
+                   {k: np.zeros((m, 2, 0)) for k in metrics})
+
+    @property
+    def pred_maps(self) -> np.ndarray:
+        return self.maps[0, 0]
+
+    @property
+    def true_maps(self) -> np.ndarray:
+        return self.maps[0, 1]
+
+    @property
+    def pred_empty(self) -> np.ndarray:
+        return self.empty[0, 0]
+
+    @property
+    def true_empty(self) -> np.ndarray:
+        return self.empty[0, 1]
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -49,11 +71,11 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return (1 - alpha) * image.astype(np.float32) / 255 + alpha * heat
 
 
-def panels(e: Explained, rows: slice) -> np.ndarray:
+def panels(e: Explained, rows: slice, method: int = 0) -> np.ndarray:
     """(n, 3, 32, 32, 3) float RGB: image, predicted-class overlay, true-class overlay."""
     images = e.images[rows]
-    return np.stack([images / 255, overlay(images, e.pred_maps[rows]),
-                     overlay(images, e.true_maps[rows])], axis=1).clip(0, 1)
+    return np.stack([images / 255, overlay(images, e.maps[method, 0, rows]),
+                     overlay(images, e.maps[method, 1, rows])], axis=1).clip(0, 1)
 
 
 def caption(e: Explained, i: int, classes: list[str]) -> str:
@@ -96,20 +118,20 @@ def render_page(e: Explained, rows: range, classes: list[str], title: str,
     return png_bytes(fig, run_id, dpi=PAGE_DPI, tight=False)  # the canvas is the layout
 
 
-def sprite_sheets(e: Explained) -> list[np.ndarray]:
+def sprite_sheets(e: Explained, method: int = 0) -> list[np.ndarray]:
     """uint8 sheets of up to SPRITE_ROWS errors, one per row: image | pred overlay | true
     overlay, 32x32 each at full resolution (the report scales them up)."""
     sheets = []
     for start in range(0, len(e.index), SPRITE_ROWS):
-        p = panels(e, slice(start, start + SPRITE_ROWS))  # (n, 3, 32, 32, 3)
+        p = panels(e, slice(start, start + SPRITE_ROWS), method)  # (n, 3, 32, 32, 3)
         rows = p.transpose(0, 2, 1, 3, 4).reshape(len(p) * 32, 3 * 32, 3)
         sheets.append((rows * 255).round().astype(np.uint8))
     return sheets
 
 
-def sprite_name(sheet: int) -> str:
-    """The file name of sprite sheet `sheet` (0-based) in the gallery folder."""
-    return f"sprite-{sheet + 1:03d}.png"
+def sprite_name(sheet: int, method: str = "gradcam") -> str:
+    """The file name of a method's sprite sheet `sheet` (0-based) in the gallery folder."""
+    return f"sprite-{method}-{sheet + 1:03d}.png"
 
 
 def page_name(page: int) -> str:
@@ -124,8 +146,9 @@ def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: in
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        for k, sheet in enumerate(sprite_sheets(e)):
-            (tmp / sprite_name(k)).write_bytes(array_png_bytes(sheet, run_id))
+        for m, method in enumerate(e.methods):
+            for k, sheet in enumerate(sprite_sheets(e, m)):
+                (tmp / sprite_name(k, method)).write_bytes(array_png_bytes(sheet, run_id))
         starts = range(0, len(e.index), page_size)
         if progress:
             from tqdm import tqdm
@@ -133,23 +156,33 @@ def write_gallery(e: Explained, classes: list[str], out_dir: Path, page_size: in
         for p, start in enumerate(starts):
             rows = range(start, min(start + page_size, len(e.index)))
             title = (f"Test errors {start + 1}-{rows[-1] + 1} of {len(e.index)}, most confident "
-                     "first")
+                     f"first; maps: {e.methods[0]}")
             (tmp / page_name(p)).write_bytes(render_page(e, rows, classes, title, run_id=run_id))
     return sorted(out_dir.glob("page-*.png"))
 
 
+def score_columns(e: Explained) -> list[tuple[str, str, int, int]]:
+    """(column name, metric, method index, pred 0 / true 1) of every score in the manifest."""
+    return [(f"{method}_{metric}_{which}", metric, m, k) for metric in e.scores
+            for m, method in enumerate(e.methods) for k, which in enumerate(WHICH)]
+
+
 def write_manifest(e: Explained, classes: list[str], path: Path, page_size: int,
                    run_id: str = "") -> None:
-    """One CSV row per error: where its tile is, and both probabilities and empty-map flags."""
+    """One CSV row per error: where its tile is, both probabilities, the first method's
+    empty-map flags, and every score (blank where an error or a flat map was not scored)."""
     buf = io.StringIO()
     w = csv.writer(buf)
+    columns = score_columns(e)
     w.writerow(["run_id", "index", "true", "predicted", "true_name", "predicted_name", "p_pred",
-                "p_true", "pred_map_empty", "true_map_empty", "page", "tile"])
+                "p_true", "pred_map_empty", "true_map_empty", "page", "tile",
+                *(c[0] for c in columns)])
     for i in range(len(e.index)):
+        scores = [e.scores[metric][m, k, i] for _, metric, m, k in columns]
         w.writerow([run_id, e.index[i], e.true[i], e.predicted[i], classes[e.true[i]],
                     classes[e.predicted[i]], f"{e.p_pred[i]:.6f}", f"{e.p_true[i]:.6f}",
                     int(e.pred_empty[i]), int(e.true_empty[i]), i // page_size + 1,
-                    i % page_size + 1])
+                    i % page_size + 1, *("" if np.isnan(s) else f"{s:.6f}" for s in scores)])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 

@@ -29,16 +29,25 @@ class ReportContext:
     metrics: dict  # metrics.json
     history: list[dict]  # history.jsonl
     config: dict  # config.yaml without the run id
-    explain: dict  # layer, precision, device, gradcam_seconds
+    explain: dict  # how explain ran: methods, metrics, settings, timings, the faithfulness table
     page_size: int  # errors per gallery page
     links: list[str]  # the run folder's other files to link, e.g. manifest.csv
 
 
+def _score(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 5)
+
+
 def error_rows(e: Explained, page_size: int) -> list[dict]:
-    """One JSON object per error, in the gallery's order, with its sprite sheet, row and page."""
+    """One JSON object per error, in the gallery's order, with its sprite sheet, row and page,
+    each method's flat-map flags [pred, true] and scores {metric: [pred, true]}."""
     return [{"index": int(e.index[i]), "true": int(e.true[i]), "predicted": int(e.predicted[i]),
              "p_pred": round(float(e.p_pred[i]), 6), "p_true": round(float(e.p_true[i]), 6),
-             "pred_flat": bool(e.pred_empty[i]), "true_flat": bool(e.true_empty[i]),
+             "flat": {method: [bool(e.empty[m, 0, i]), bool(e.empty[m, 1, i])]
+                      for m, method in enumerate(e.methods)},
+             "scores": {method: {metric: [_score(v[m, 0, i]), _score(v[m, 1, i])]
+                                 for metric, v in e.scores.items()}
+                        for m, method in enumerate(e.methods)},
              "sheet": i // SPRITE_ROWS, "row": i % SPRITE_ROWS, "page": i // page_size}
             for i in range(len(e.index))]
 
@@ -47,13 +56,14 @@ def report_data(e: Explained, ctx: ReportContext) -> dict:
     """Everything the page's script reads, as plain JSON-able values."""
     n = len(e.index)
     pages = [f"{GALLERY}/{page_name(p)}" for p in range(-(-n // ctx.page_size))]
-    explain = {**ctx.explain, "flat_pred": int(e.pred_empty.sum()),
-               "flat_true": int(e.true_empty.sum())}
+    explain = {**ctx.explain, "flat": {m: [int(e.empty[k, 0].sum()), int(e.empty[k, 1].sum())]
+                                       for k, m in enumerate(e.methods)}}
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),
             "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
             "history": ctx.history, "config": ctx.config, "explain": explain,
-            "errors": error_rows(e, ctx.page_size), "pages": pages,
-            "sprites": [f"{GALLERY}/{sprite_name(k)}" for k in range(-(-n // SPRITE_ROWS))],
+            "methods": list(e.methods), "errors": error_rows(e, ctx.page_size), "pages": pages,
+            "sprites": {m: [f"{GALLERY}/{sprite_name(k, m)}" for k in range(-(-n // SPRITE_ROWS))]
+                        for m in e.methods},
             "links": pages + ctx.links}
 
 

@@ -9,7 +9,8 @@ from ..io import atomic_write_bytes
 from ..records import write_json
 from ..device import slug
 
-GOALS = {"train_seconds": 12.0, "gradcam_seconds": 0.3}  # on one H100: reported against
+# on one H100: 20 epochs of training; every CAM method and faithfulness score of every error
+GOALS = {"train_seconds": 12.0, "explain_seconds": 2.0}
 
 
 def stats(values: list[float]) -> dict:
@@ -41,10 +42,13 @@ def goals(record: dict) -> dict:
             "margin": GOALS["train_seconds"] - seeds["train_seconds"]["mean"],
             "note": "the goal is for one H100"}
     if record.get("explain"):
-        out["gradcam_seconds"] = {"target": GOALS["gradcam_seconds"],
-                                  "measured": record["explain"]["gradcam_seconds"],
-                                  "margin": GOALS["gradcam_seconds"]
-                                  - record["explain"]["gradcam_seconds"]}
+        e = record["explain"]
+        out["explain_seconds"] = {"target": GOALS["explain_seconds"],
+                                  "measured": e["explain_seconds"],
+                                  "margin": GOALS["explain_seconds"] - e["explain_seconds"],
+                                  "note": f"{len(e['methods'])} methods, {len(e['metrics'])} "
+                                          f"scores, {e['scored']} of {e['errors']} errors "
+                                          "scored; the goal is for one H100"}
     for goal in out.values():
         goal["met"] = goal["margin"] >= 0
     return out
@@ -88,8 +92,10 @@ def markdown(r: dict) -> str:
                      f"{f(c['startup_seconds'])} | {c['images_per_second']:,.0f} |")
     if r.get("explain"):
         e = r["explain"]
-        lines += ["", f"Grad-CAM of all {e['errors']} errors of seed 0 (both classes): "
-                  f"{e['gradcam_seconds']:.3f} s; rendering {e['render_seconds']:.1f} s."]
+        lines += ["", f"Explaining all {e['errors']} errors of seed 0 (both classes): "
+                  f"{e['cams_seconds']:.3f} s for the maps of {len(e['methods'])} methods, "
+                  f"{e['scores_seconds']:.3f} s for {len(e['metrics'])} scores of "
+                  f"{e['scored']} errors; rendering {e['render_seconds']:.1f} s."]
     cs = r["cross_seed"]
     lines += ["", f"Across seeds {cs['seeds']}: {len(cs['always_wrong'])} test images are always "
               f"wrong, {len(cs['sometimes_wrong'])} only sometimes."]

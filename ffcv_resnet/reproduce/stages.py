@@ -146,7 +146,8 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     if rc.explain and seeds and budget.fits("explain", 60.0):
         say("[explain]")
         _script(["scripts/explain.py", "--run.dir", seeds[0]["run_dir"], "--data.dir",
-                 str(data_dir), "--explain.device", rc.device], "explain.py")
+                 str(data_dir), "--explain.device", rc.device,
+                 *(["--explain.scored", "4"] if rc.smoke else [])], "explain.py")
         record["explain"] = read_json(Path(seeds[0]["run_dir"]) / EXPLAIN_JSON, "explain")
     if rc.bench and budget.fits("bench", 60.0 if rc.smoke else 300.0):
         say("[bench]")
