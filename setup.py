@@ -19,7 +19,8 @@ setup(
         "scipy",  # confidence intervals and tests (scipy.stats): a well-kept library over our own
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
-    package_data={"ffcv_resnet.explain": ["report_page.html"]},  # report.html's template
+    package_data={"ffcv_resnet.explain": ["report_page.html"],  # the pages' templates
+                  "ffcv_resnet.compare": ["compare_page.html"]},
     # playwright drives the system's chromium (apt) in the report's browser test: never
     # `playwright install`, no browser download
     extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2"]},

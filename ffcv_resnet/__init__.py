@@ -5,7 +5,8 @@ The data flows through the subpackages in one direction, and imports follow it:
     data/      sources -> betons -> loaders -> augment        (CIFAR-10 to uint8 batches on the device)
     model.py   the CIFAR ResNet-18, normalisation inside
     training/  recipe -> loop -> engine -> runner              (a run folder, metrics.json last)
-    explain/   gradcam -> explain -> gallery, figures, report  (every test error, explained)
+    explain/   cams, faithfulness -> explain -> gallery, figures, report  (every test error)
+    compare/   two runs or two groups of seeds: did a change help, and on which images
     reproduce/ every headline figure in one command
     the ground under them: config, errors, io, records, run_folder, device, precision, timing, png
 

@@ -52,11 +52,12 @@ S = TypeVar("S")
 
 
 def option(default: Any, desc: str, choices: Sequence[str] | None = None,
-           resumable: bool = False) -> Any:
+           resumable: bool = False, many: bool = False) -> Any:
     """A dataclass field with the help text and allowed values the CLI shows. `resumable`: a
-    resumed run may set it anew (where and how it runs, never what it computes)."""
+    resumed run may set it anew (where and how it runs, never what it computes). `many`: the
+    option takes one or more values (`--compare.a RUN RUN ...`), parsed into a tuple of str."""
     return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices,
-                                                        "resumable": resumable})
+                                                        "resumable": resumable, "many": many})
 
 
 def sections(settings: type) -> dict[str, type]:
@@ -76,6 +77,11 @@ class _Strict(Checker):
         self.kind, self.choices = kind, choices
 
     def check(self, value: Any) -> Any:
+        if self.kind is tuple:
+            values = [value] if isinstance(value, str) else list(value)
+            if not all(isinstance(v, str) and v.strip() for v in values):
+                raise ValueError(value)
+            return tuple(values)  # none given: the caller says what is missing
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -97,7 +103,8 @@ class _Strict(Checker):
     def help(self) -> str:
         if self.choices:
             return "one of " + "|".join(self.choices)
-        return {bool: "true|false", int: "int", float: "float"}.get(self.kind, "str")
+        return {bool: "true|false", int: "int", float: "float", tuple: "str"}.get(self.kind,
+                                                                                 "str")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,7 +120,7 @@ def _declare(settings: type) -> Config:
         params = {}
         for f in dataclasses.fields(cls):
             type_name = f.type if isinstance(f.type, str) else f.type.__name__
-            kind = {"bool": bool, "int": int, "float": float}.get(type_name, str)
+            kind = {"bool": bool, "int": int, "float": float, "tuple": tuple}.get(type_name, str)
             params[f.name] = Param(_Strict(kind, f.metadata.get("choices")),
                                    f.metadata.get("desc", ""), default=f.default)
         Section(name, (cls.__doc__ or name).strip(), config_descriptor=config).params(**params)
@@ -164,8 +171,9 @@ def parse(settings: type[S], argv: Sequence[str] | None = None,
                         help="YAML recipe (repeatable; later files and the command line win)")
     for path, param in config.entries.items():
         name = ".".join(path)
+        many = {"nargs": "+"} if param.checker.kind is tuple else {}
         parser.add_argument(f"--{name}", dest=name, default=None, metavar=param.checker.help(),
-                            help=f"{param.desc} (default: {param.default!r})")
+                            help=f"{param.desc} (default: {param.default!r})", **many)
     args = vars(parser.parse_args(argv))  # unknown options: argparse exits with status 2
     known = {".".join(p) for p in config.entries}
     if base:

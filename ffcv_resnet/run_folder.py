@@ -107,6 +107,11 @@ def _config_doc(run_dir: Path) -> dict:
     return doc
 
 
+def read_run_id(run_dir: Path) -> str:
+    """The run id config.yaml names (UserError when missing or damaged)."""
+    return _config_doc(run_dir)["run_id"]
+
+
 def read_config(run_dir: Path) -> dict:
     """A run folder's config.yaml without its run id (UserError when missing or damaged)."""
     return {k: v for k, v in _config_doc(run_dir).items() if k != "run_id"}

@@ -42,6 +42,13 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     assert set(record["cross_seed"]["sometimes_wrong"]) == (errors[0] | errors[1]) - (
         errors[0] & errors[1])
     assert (out / "always-wrong.png").read_bytes()[:4] == b"\x89PNG"
+    vs = record["vs_calibration"]  # compare.py's figures: calibration (A) against the seeds (B)
+    assert vs["seed_0"]["mode"] == "runs" and vs["seeds"]["mode"] == "groups"
+    cal = {e["index"] for e in json.loads((out / "calibration" / "errors.json").read_text())[
+        "errors"]}
+    assert vs["seed_0"]["fixed"] == len(cal - errors[0]) and vs["seed_0"]["broke"] == len(
+        errors[0] - cal)
+    assert vs["seed_0"]["summary"] in (results / "reproduce-smoke-cpu.md").read_text()
     assert record["explain"]["errors"] == len(errors[0]) and record["explain"]["explain_seconds"]
     assert (results / "loader-smoke-cpu.json").exists() and (results / "cpu-smoke.md").exists()
     assert record["skipped"] == [] and record["goals"] == {}

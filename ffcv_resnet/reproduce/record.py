@@ -90,6 +90,10 @@ def markdown(r: dict) -> str:
         lines.append(f"| calibration {Path(c['recipe']).name}, {c['epochs']} epochs | 1 | {f(c['test_accuracy'], 1)}"
                      f" | {f(c['train_seconds'])} | {f(c['compile_seconds'])} | "
                      f"{f(c['startup_seconds'])} | {c['images_per_second']:,.0f} |")
+    for name, v in (r.get("vs_calibration") or {}).items():
+        if v:
+            who = "seed 0" if name == "seed_0" else "the seeds"
+            lines += ["", f"Calibration (A) vs {who} (B): {v['summary']}."]
     if r.get("explain"):
         e = r["explain"]
         lines += ["", f"Explaining all {e['errors']} errors of seed 0 (both classes): "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..compare.compare import compare_folders
 from ..data.betons import beton_path
 from ..config import option, require_range
 from ..data.convert import prepare
@@ -141,6 +142,12 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
         say("[calibration]")
         record["calibration"] = {"recipe": rc.calibration, **_train(
             ["-C", recipe, *common], out / "calibration", rc.smoke)}
+    if seeds and record.get("calibration"):  # what scripts/compare.py says of them
+        cal = [out / "calibration"]
+        runs = [Path(s["run_dir"]) for s in seeds]
+        record["vs_calibration"] = {"seed_0": compare_folders(cal, runs[:1]),
+                                    "seeds": compare_folders(cal, runs) if len(runs) > 1
+                                    else None}
     if rc.explain and not seeds:
         budget.skipped.append({"stage": "explain", "reason": "no seed was trained"})
     if rc.explain and seeds and budget.fits("explain", 60.0):

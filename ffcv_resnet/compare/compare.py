@@ -1,0 +1,236 @@
+"""Did the change help? Two runs, or two groups of runs (the seeds of two recipes), compared on
+the same test images: the paired statistics, the images each side fixed and broke with both
+sides' probabilities, what differs between the runs, and a verdict that says when nothing is
+shown beyond seed noise. Writes compare.json and compare.html."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import option, require_range
+from ..data.options import DataConfig
+from ..device import check_device, device_option
+from ..errors import UserError
+from ..training.runner import RESUMABLE
+from .runs import RunRecord, read_sides
+from .stats import bootstrap_ci, group_ci, mcnemar_p, two_by_two, verdict, welch
+
+COMPARE_JSON, COMPARE_HTML = "compare.json", "compare.html"
+TIMINGS = ("train_seconds", "compile_seconds", "startup_seconds", "images_per_second")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Compare: two runs, or two groups of runs, on the same test images"""
+    a: tuple = option((), "run folder(s) of side A (the baseline): one run, or a group",
+                      many=True)
+    b: tuple = option((), "run folder(s) of side B (the change)", many=True)
+    out: str = option("runs/compare", "folder for compare.json and compare.html")
+    seed: int = option(0, "seed of the bootstrap resampling")
+    tiles: int = option(200, "fixed and broken images shown as tiles on the page, each (the "
+                        "ones whose p(true) moved most)")
+    device: str = device_option()
+
+    def validate(self, prefix: str) -> None:
+        require_range(prefix, self, "seed", 0, 2**31 - 1)
+        require_range(prefix, self, "tiles", 0, 10_000)
+        check_device(prefix, self.device)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """scripts/compare.py's options."""
+    data: DataConfig
+    compare: CompareConfig
+
+
+def _points(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def paired(a: RunRecord, b: RunRecord, seed: int) -> dict:
+    """One run against one run, image by image."""
+    ca, cb = a.correct(), b.correct()
+    idx = a.indices()
+    d = cb.astype(np.int8) - ca.astype(np.int8)
+    fixed, broke = idx[~ca & cb], idx[ca & ~cb]
+    labels = _labels(a, b)
+    per_class = {}
+    for c, name in enumerate(a.classes):
+        known = [k for k, i in enumerate(idx) if labels.get(int(i)) == c]
+        rest = a.test.class_counts[c] - len(known)  # right in both: a difference of 0
+        dc = np.concatenate([d[known], np.zeros(rest, np.int8)])
+        acc = (lambda r: r.metrics.per_class_accuracy.get(name))
+        per_class[name] = {"a": acc(a), "b": acc(b),
+                           "difference": float(dc.mean()) if len(dc) else None,
+                           "difference_ci95": bootstrap_ci(dc, seed) if len(dc) else None}
+    diff = float(d.mean())
+    ci = bootstrap_ci(d, seed)
+    return {"mode": "runs", "table": two_by_two(ca, cb), "fixed": fixed.tolist(),
+            "broke": broke.tolist(), "mcnemar_p": mcnemar_p(len(fixed), len(broke)),
+            "difference": diff, "difference_ci95": ci, "per_class": per_class,
+            "confusion_change": (_confusion(b) - _confusion(a)).tolist(),
+            "verdict": verdict(diff, ci)}
+
+
+def grouped(a: list[RunRecord], b: list[RunRecord], seed: int) -> dict:
+    """Group against group: the seeds' accuracies, and image by image the fraction of seeds
+    that get it wrong on each side."""
+    acc_a = np.array([r.metrics.test_accuracy for r in a])
+    acc_b = np.array([r.metrics.test_accuracy for r in b])
+    diff = float(acc_b.mean() - acc_a.mean())
+    ci = group_ci(acc_a, acc_b, seed)
+    idx = a[0].indices()
+    wrong_a = np.mean([~r.correct() for r in a], axis=0)
+    wrong_b = np.mean([~r.correct() for r in b], axis=0)
+    some = (wrong_a > 0) | (wrong_b > 0)
+    return {"mode": "groups",
+            "groups": {side: {"n": len(acc), "mean": float(acc.mean()),
+                              "sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                              "accuracies": acc.tolist()}
+                       for side, acc in (("a", acc_a), ("b", acc_b))},
+            "difference": diff, "difference_ci95": ci, "welch": welch(acc_a, acc_b),
+            "wrong_fraction": {int(i): [float(wa), float(wb)] for i, wa, wb in
+                               zip(idx[some], wrong_a[some], wrong_b[some])},
+            "fixed": idx[(wrong_a == 1) & (wrong_b == 0)].tolist(),  # in every seed
+            "broke": idx[(wrong_a == 0) & (wrong_b == 1)].tolist(),
+            "verdict": verdict(diff, ci)}
+
+
+def _labels(*runs: RunRecord) -> dict[int, int]:
+    """True class of every image some run got wrong (the others are right everywhere)."""
+    return {e.index: e.true for r in runs for e in r.errors.errors}
+
+
+def _confusion(r: RunRecord) -> np.ndarray:
+    """A run's (K, K) confusion matrix (rows true) from its errors and the class counts."""
+    k = len(r.classes)
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, ([e.true for e in r.errors.errors], [e.predicted for e in r.errors.errors]), 1)
+    m[np.diag_indices(k)] = np.asarray(r.test.class_counts) - m.sum(1)
+    return m
+
+
+def differences(a: list[RunRecord], b: list[RunRecord]) -> dict:
+    """What differs between the sides: the options of what they computed (config.yaml; not
+    where and how they ran: folders, progress, workers, caches), timings, devices, torch."""
+    keys = sorted({k for r in (*a, *b) for k in r.config} - RESUMABLE)
+    options = {}
+    for k in keys:
+        va = sorted({repr(r.config.get(k)) for r in a})
+        vb = sorted({repr(r.config.get(k)) for r in b})
+        if va != vb:
+            options[k] = {"a": [r.config.get(k) for r in a], "b": [r.config.get(k) for r in b]}
+    timings = {}
+    for k in TIMINGS:
+        ma = float(np.mean([getattr(r.metrics, k) for r in a]))
+        mb = float(np.mean([getattr(r.metrics, k) for r in b]))
+        timings[k] = {"a": ma, "b": mb, "difference": mb - ma}
+    return {"options": options, "timings": timings,
+            "devices": {"a": sorted({r.metrics.device for r in a}),
+                        "b": sorted({r.metrics.device for r in b})},
+            "torch": {"a": sorted({r.metrics.torch for r in a}),
+                      "b": sorted({r.metrics.torch for r in b})}}
+
+
+def comparison(a: list[RunRecord], b: list[RunRecord], seed: int) -> dict:
+    """Every figure of the comparison (compare.json without the tiles)."""
+    body = paired(a[0], b[0], seed) if len(a) == len(b) == 1 else grouped(a, b, seed)
+    side = lambda runs: [{"path": str(r.path), "run_id": r.run_id,  # noqa: E731
+                          "test_accuracy": r.metrics.test_accuracy} for r in runs]
+    return {"a": side(a), "b": side(b), "classes": a[0].classes, "test_images": a[0].test.count,
+            **body, "differences": differences(a, b), "seed": seed}
+
+
+def summary_line(c: dict) -> str:
+    """The line a person reads first, e.g. 'B - A = +0.42 points [95% CI +0.12, +0.71],
+    McNemar p = 0.006 (41 fixed, 17 broke): B is better'."""
+    ci = c["difference_ci95"]
+    interval = (f" [95% CI {_points(ci[0]):+.2f}, {_points(ci[1]):+.2f}]" if ci else
+                " [no interval: fewer than two seeds a side]")
+    line = f"B - A = {_points(c['difference']):+.2f} points{interval}"
+    if c["mode"] == "runs":
+        line += (f", McNemar p = {c['mcnemar_p']:.3g} ({len(c['fixed'])} fixed, "
+                 f"{len(c['broke'])} broke)")
+    else:
+        w = c["welch"]
+        line += (f", Welch p = {w['p']:.3g}" if w else ", no Welch test") + (
+            f" ({len(c['fixed'])} fixed and {len(c['broke'])} broken in every seed)")
+    return f"{line}: {c['verdict']}"
+
+
+def check_out(out: Path, runs: list[RunRecord]) -> None:
+    """The output folder can be written, and is no run's folder nor inside one."""
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    for r in runs:
+        if out == r.path.resolve() or r.path.resolve() in out.parents:
+            raise UserError(f"--compare.out {out}: inside the run folder {r.path}; choose "
+                            "another folder")
+    if (out / "config.yaml").exists():
+        raise UserError(f"--compare.out {out}: a run folder; choose another folder")
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not _writable(existing):
+        raise UserError(f"--compare.out {out}: cannot be written")
+
+
+def _writable(path: Path) -> bool:
+    import os
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def finite(obj):
+    """`obj` with NaN and inf replaced by None (compare.json is strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def compare_runs(cfg: CompareSettings, log=print) -> dict:
+    """Check both sides, the output folder and the data, compare, write compare.json and
+    compare.html into --compare.out; return compare.json's content."""
+    from ..device import resolve_device
+    from ..explain.finished_run import check_data_matches
+    from ..io import atomic_write_bytes
+    from ..records import write_json
+    from .page import render_page
+    from .tiles import build_tiles
+    cc = cfg.compare
+    a, b = read_sides(list(cc.a), list(cc.b))
+    out = Path(cc.out)
+    check_out(out, [*a, *b])
+    check_data_matches(a[0].test, Path(cfg.data.dir))  # the tiles' images: before any work
+    device = resolve_device(cc.device)
+    c = comparison(a, b, cc.seed)
+    line = summary_line(c)
+    tiles = build_tiles(c, a, b, Path(cfg.data.dir), device, cc.tiles)
+    record = finite({**c, "summary": line, "shown": tiles.rows(c["classes"]),
+                     "maps": tiles.maps})
+    out.mkdir(parents=True, exist_ok=True)
+    page = render_page({k: v for k, v in record.items() if k != "shown"}, tiles, line)
+    atomic_write_bytes(out / COMPARE_HTML, page.encode())
+    write_json(out / COMPARE_JSON, record)
+    log(line)
+    log(f"-> {out / COMPARE_JSON}, {out / COMPARE_HTML}")
+    return record
+
+
+def compact(c: dict) -> dict:
+    """A comparison for another record: every figure, the per-image lists as counts."""
+    out = {k: v for k, v in c.items() if k not in ("fixed", "broke", "wrong_fraction")}
+    out.update(fixed=len(c["fixed"]), broke=len(c["broke"]), summary=summary_line(c))
+    return finite(out)
+
+
+def compare_folders(a: list[Path], b: list[Path], seed: int = 0) -> dict:
+    """scripts/compare.py's figures (without its page) for two sides of run folders."""
+    sa, sb = read_sides([str(p) for p in a], [str(p) for p in b])
+    return compact(comparison(sa, sb, seed))
