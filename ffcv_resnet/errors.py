@@ -26,6 +26,12 @@ class TrainingFailed(UserError):
     shared = True  # the processes agree on stopping before any of them raises it
 
 
+class DiskFull(UserError):
+    """A file could not be written for lack of space (or quota): nothing half-written is left."""
+
+    # exit status 2, as for bad input: the user frees space and runs again
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM (what `kill`, `timeout` and schedulers send), handled like Ctrl-C."""
 

@@ -7,10 +7,28 @@ the old one whole. An exception, Ctrl-C or SIGTERM on the way removes the tempor
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator
+
+from .errors import DiskFull
+
+LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free is called a full disk
+
+
+def _full(e: BaseException, where: Path) -> bool:
+    """Whether a failed write was a full disk: ENOSPC or EDQUOT, or a library's own error
+    (torch.save raises RuntimeError) with next to no space left where it wrote."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(where).free < LOW_SPACE
+        except OSError:
+            return False
+    return False
 
 
 def temporary_name(path: Path) -> Path:
@@ -44,6 +62,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
             remove(old)
         else:
             os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not _full(e, path.parent):
+            raise
+        remove(tmp)  # before saying so: what it held is the space asked for
+        raise DiskFull(f"no space left on the device of {path.parent} while writing "
+                       f"{path.name}") from None
     finally:
         remove(tmp)
 

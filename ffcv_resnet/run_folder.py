@@ -117,6 +117,16 @@ def read_config(run_dir: Path) -> dict:
     return {k: v for k, v in _config_doc(run_dir).items() if k != "run_id"}
 
 
+def enclosing_run(folder: Path) -> Path | None:
+    """The run folder that `folder` is, or is inside, if any (a command that writes elsewhere
+    refuses it: a run folder holds one run's files and nothing else)."""
+    folder = Path(folder).resolve()
+    for p in (folder, *folder.parents):
+        if (p / CONFIG).is_file():
+            return p
+    return None
+
+
 class RunFolder:
     """A run folder held under an exclusive lock for as long as this object lives."""
 

@@ -31,15 +31,20 @@ OTHERS = [("scripts/", "thin wiring: `prepare_data.py`, `train.py`, `explain.py`
 
 
 def results_block(results: Path = RESULTS) -> str:
-    """The reproduce records first, then each device's benchmark page."""
+    """The reproduce records first, then single training runs, then each device's benchmark
+    page."""
     pages = sorted(p for p in results.glob("*.md") if "smoke" not in p.name)
     reproduce = [p for p in pages if p.name.startswith("reproduce-")]
-    devices = [p for p in pages if not p.name.startswith("reproduce-")
+    runs = [p for p in pages if p.name.startswith("run-")]
+    devices = [p for p in pages if not p.name.startswith(("reproduce-", "run-"))
                and not p.name.startswith(tuple(f"{s}-" for s in SUITES))]
     parts = ["## Reproduce records (`scripts/reproduce.py`)\n\n" + "\n".join(
         p.read_text() for p in reproduce) if reproduce else
         "## Reproduce records (`scripts/reproduce.py`)\n\nNone yet: no GPU run has been "
         "recorded. `make reproduce` on a GPU machine writes one."]
+    if runs:
+        parts.append("## Training runs (`benchmarks/run_record.py`)\n\n"
+                     + "\n".join(p.read_text() for p in runs))
     parts += [p.read_text() for p in devices]
     body = "\n\n".join(part.strip() for part in parts)
     return body.replace("## ", "### ")  # one level down in README

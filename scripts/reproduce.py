@@ -2,8 +2,9 @@
 recipe, explain.py on the first seed and the benchmark suite, within a time budget. Writes one
 record (benchmarks/results/reproduce-<device>.json) and its markdown table.
 
-Exit status: 0 done (skipped stages are named in the record), 2 bad input, 3 a run diverged,
-130/143 interrupted.
+Each stage runs in its own process and is recorded whatever happens to it; the record is
+rewritten after every stage. Exit status: 0 done (skipped stages are named in the record), 1 a
+stage failed (recorded with its error and log), 2 bad input, 130/143 interrupted.
 """
 import sys
 import time
@@ -23,7 +24,6 @@ def main() -> None:
     cfg = parse(ReproduceSettings, description=__doc__)
     _, json_path, md_path = reproduce(cfg.reproduce, Path(cfg.data.dir), cfg.data.source)
     say(f"done in {time.perf_counter() - started:.0f} s -> {json_path}, {md_path}")
-    say(md_path.read_text())
 
 
 if __name__ == "__main__":

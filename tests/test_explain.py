@@ -208,7 +208,8 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     prepare(other, str(sources["batches-folder"]), log=lambda *_: None)
     cases.append((_explain(trained_run, other), "test beton does not match the run"))
     broken = tmp_path / "broken"
-    shutil.copytree(trained_run, broken)
+    from ffcv_resnet.run_folder import EXPLAIN_FILES
+    shutil.copytree(trained_run, broken, ignore=shutil.ignore_patterns(*EXPLAIN_FILES))
     raw = (broken / "model.pt").read_bytes()
     (broken / "model.pt").write_bytes(raw[: len(raw) // 3])
     cases.append((_explain(broken, learnable_data), "unreadable checkpoint"))
@@ -216,11 +217,22 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
     blob["arch"] = "vit-tiny"
     torch.save(blob, broken / "model.pt")
     cases.append((_explain(broken, learnable_data), "another architecture"))
+    blob = torch.load(trained_run / "model.pt", weights_only=True)
+    w = blob["state_dict"]["layer4.0.conv1.weight"].contiguous()
+    w.view(torch.int32).view(-1)[:100_000] = -1  # 400 KB of 0xff bytes: NaNs
+    blob["state_dict"]["layer4.0.conv1.weight"] = w
+    torch.save(blob, broken / "model.pt")
+    cases.append((_explain(broken, learnable_data), "NaN or inf weights (layer4.0.conv1.weight"))
+    import pickle
+    (broken / "model.pt").write_bytes(pickle.dumps({"state_dict": [1, 2, 3]}))  # a raw pickle
+    cases.append((_explain(broken, learnable_data), "unreadable checkpoint"))
     (broken / "model.pt").unlink()
     cases.append((_explain(broken, learnable_data), "no checkpoint"))
-    for result, message in cases:
+    for result, message in cases:  # one line each (no warning before it), nothing drawn
         assert result.returncode == 2 and message in result.stderr, result.stderr[-1500:]
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert not any((broken / name).exists() for name in ("report.html", "gallery", "manifest.csv",
+                                                         "summary.png", "explain.json"))
 
 
 def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
@@ -256,16 +268,25 @@ def test_an_edited_errors_file_is_refused(trained_run, learnable_data, tmp_path)
 
 
 def test_an_interrupted_render_leaves_no_report_of_another_pass(tmp_path, monkeypatch):
-    """The old report, screenshot and explain.json go before anything new is drawn."""
+    """Every output of an earlier pass goes before anything new is drawn, and what an
+    interrupted pass drew goes too: one pass's outputs whole, or none."""
     from benchmarks.render_timing import render, synthetic
     from ffcv_resnet.explain import render as R
-    for name in ("report.html", "report.png", "explain.json", "manifest.csv"):
+    for name in ("report.html", "report.png", "explain.json", "manifest.csv", "summary.png",
+                 "overview.png"):
         (tmp_path / name).write_text("from an earlier pass")
+    (tmp_path / "gallery").mkdir()
+    (tmp_path / "gallery" / "page-001.png").write_text("from an earlier pass")
 
     def killed(*_args, **_kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(R, "write_gallery", killed)
+    with pytest.raises(KeyboardInterrupt):
+        render(synthetic(5), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(R, "plot_summary", killed)  # after the gallery and the manifest
     with pytest.raises(KeyboardInterrupt):
         render(synthetic(5), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -60,9 +60,18 @@ def test_a_budget_too_small_skips_stages_and_says_so(learnable_data, tmp_path):
     rc = ReproduceConfig(budget_minutes=1e-6, smoke=True, out=str(tmp_path / "runs"),
                          results=str(tmp_path / "results"))
     record, json_path, md_path = reproduce(rc, learnable_data, "")
-    assert [s["stage"] for s in record["skipped"]] == ["seed 0", "calibration", "explain", "bench"]
+    assert [s["stage"] for s in record["skipped"]] == ["seed 0", "explain", "bench", "seed 1",
+                                                       "calibration"]
     assert record["seeds"] == [] and "Skipped seed 0" in md_path.read_text()
     assert json.loads(json_path.read_text())["skipped"] == record["skipped"]
+    checks = {c["check"]: c for c in record["preflight"]}  # the preflight runs on the CPU too
+    assert checks["compiled training step"]["skipped"].startswith("compile is off on the CPU")
+    assert checks["1-process NCCL group"]["skipped"] == "NCCL needs CUDA"
+    for name in ("device", "bf16 matmul", "eager training step", "ffcv loader batch",
+                 "resident loader batch", "1-process gloo group"):
+        assert checks[name]["ok"] is True, checks[name]
+    assert "Preflight: 6 of 8 checks passed; skipped: compiled training step, 1-process NCCL " \
+        "group." in md_path.read_text()
 
 
 def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data, tmp_path):
@@ -82,3 +91,75 @@ def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data,
             reproduce(rc, learnable_data, "")
         assert not (tmp_path / "o" / "seed-0").exists()
     assert (foreign / "mine.txt").read_text() == "keep"
+
+
+def test_a_failing_stage_is_recorded_and_the_next_ones_run(learnable_data, tmp_path):
+    """Every run diverges (a huge LR): each training stage fails with its line and log, the
+    others still run, and the command ends with exit status 1 after writing the record."""
+    out, results = tmp_path / "runs", tmp_path / "results"
+    r = run_script("scripts/reproduce.py", "--data.dir", learnable_data, "--reproduce.smoke",
+                   "true", "--reproduce.out", out, "--reproduce.results", results,
+                   "--reproduce.bench", "false", "--reproduce.train_args",
+                   "--training.lr 1e9", timeout=900)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error: 3 stage(s) failed (seed 0, seed "
+                                                        "1, calibration)")
+    record = json.loads((results / "reproduce-smoke-cpu.json").read_text())
+    assert [f["stage"] for f in record["failed"]] == ["seed 0", "seed 1", "calibration"]
+    for f in record["failed"]:
+        assert f["error"].startswith("exit 3: error: training diverged in epoch 1")
+        assert "training diverged" in open(f["log"]).read()
+    assert record["seeds"] == [] and {"stage": "explain", "reason": "no seed was trained"} in \
+        record["skipped"]
+    assert (results / "reproduce-smoke-cpu.log").read_text().count("failed: exit 3") == 3
+    assert "Failed calibration: exit 3" in (results / "reproduce-smoke-cpu.md").read_text()
+
+
+def test_sigkill_after_the_first_seed_leaves_a_record_of_it(learnable_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    out, results = tmp_path / "runs", tmp_path / "results"
+    bundle = tmp_path / "call" / "bundle.tar.gz"
+    p = subprocess.Popen([sys.executable, "scripts/reproduce.py", "--data.dir", str(learnable_data),
+                          "--reproduce.smoke", "true", "--reproduce.out", str(out),
+                          "--reproduce.results", str(results), "--reproduce.bench", "false",
+                          "--reproduce.explain", "false", "--reproduce.bundle", str(bundle)],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = results / "reproduce-smoke-cpu.json"
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            assert p.poll() is None, "reproduce ended before its second seed"
+            assert time.monotonic() < deadline
+            if path.exists() and json.loads(path.read_text())["seeds"]:
+                break
+            time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    record = json.loads(path.read_text())  # whole: written atomically after the stage
+    assert [s["seed"] for s in record["seeds"]] == [0] and "calibration" not in record
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    assert record["seeds"][0]["test_accuracy"] == metrics["test_accuracy"]
+    import tarfile
+    with tarfile.open(bundle) as tar:  # the bundle, rewritten with that stage too
+        names = tar.getnames()
+    assert "results/reproduce-smoke-cpu.json" in names and "runs/seed-0/metrics.json" in names
+    assert any(n.startswith("runs/logs/seed-0") for n in names)
+
+
+def test_output_folders_in_a_run_or_unwritable_are_refused_first(learnable_data, tmp_path,
+                                                                 trained_run):
+    from ffcv_resnet.errors import UserError
+    for kwargs, message in [({"out": str(trained_run)}, "inside the run folder"),
+                            ({"out": str(trained_run / "sub")}, "inside the run folder"),
+                            ({"results": str(trained_run / "results")}, "inside the run folder")]:
+        rc = ReproduceConfig(smoke=True, **{"out": str(tmp_path / "o"),
+                                            "results": str(tmp_path / "r"), **kwargs})
+        with pytest.raises(UserError, match=message):
+            reproduce(rc, learnable_data, "")
+        assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+    assert not (trained_run / "seed-0").exists() and not (trained_run / "sub").exists()

@@ -235,7 +235,8 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(trained_run
     """CPU, fixed seed: the resumed run's weights are bit-identical to the uninterrupted one's."""
     run_dir = tmp_path / "r"
     p = subprocess.Popen([sys.executable, "scripts/train.py", "--data.dir", str(learnable_data),
-                          "--run.dir", str(run_dir), *TRAIN_ARGS],
+                          "--run.dir", str(run_dir), *TRAIN_ARGS,
+                          "--run.overwrite", "true"],  # as `make run` starts it
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(run_dir / "last.pt", p)  # epoch 1 is saved; epoch 2 (~2 s on this CPU) runs
     time.sleep(0.5)

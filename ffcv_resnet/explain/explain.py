@@ -20,7 +20,7 @@ from ..errors import UserError, say
 from ..model import eval_mode
 from ..precision import AUTO_PRECISION, autocast, resolve_precision
 from ..records import Errors, TestError, write_json
-from ..run_folder import (CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW, REPORT,
+from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW, REPORT,
                           SCREENSHOT, SUMMARY, RunFolder)
 from ..timing import Stopwatch
 from ..training.evaluate import tta_logits
@@ -30,7 +30,7 @@ from .cams import DEFAULT_METHODS, METHODS, cams
 from .faithfulness import DEFAULT_METRICS, METRICS as SCORES, faithfulness
 from .finished_run import FinishedRun, check_data_matches, load_error_images, load_finished_run
 from .gallery import WHICH, Explained, confusion_from_errors
-from .render import overview_images, render_outputs
+from .render import clear_outputs, overview_images, render_outputs
 from .report import ReportContext
 from .scores import summarise
 
@@ -240,7 +240,7 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
                        train_count: int) -> None:
     """Maps and scores of every error, then gallery, manifest, figures, report, screenshot,
     the scores in errors.json, and explain.json last."""
-    model, errors, rid = run.model, run.errors, run.run_id
+    model, errors = run.model, run.errors
     methods, metrics = ex.method_names, ex.metric_names
     no_screenshot = screenshot_skipped(ex.screenshot)  # 'on' without a browser fails here
     classes = torch.tensor([[r.predicted for r in errors], [r.true for r in errors]],
@@ -255,6 +255,9 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
     with Stopwatch(device) as cam_time:
         p = map_pass(model, x, classes, methods, ex.layer, ex.batch_size, precision,
                      run.test.tta) if errors else None
+    if p is not None and not (torch.isfinite(p.probs).all() and torch.isfinite(p.maps).all()):
+        raise UserError(f"{run_dir / CHECKPOINT}: the model gives NaN or inf probabilities or "
+                        "maps; nothing was drawn")
     maps = 2 * len(errors) * len(methods)
     say(f"maps ({', '.join(methods)}; {ex.layer}, {precision}, {device}): {len(errors)} errors x "
         f"2 classes x {len(methods)} methods in {cam_time.seconds:.3f} s "
@@ -276,6 +279,24 @@ def write_explanations(run: FinishedRun, images: torch.Tensor, ex: ExplainConfig
                 "cams_seconds": cam_time.seconds, "scores_seconds": score_time.seconds,
                 "explain_seconds": cam_time.seconds + score_time.seconds,
                 "faithfulness": summarise(e, run.classes)}
+    try:  # one pass's outputs whole, or none: an interrupted or failed pass leaves nothing
+        _write_outputs(run, e, ex, settings, run_dir, data_dir, train_count, no_screenshot,
+                       device)
+    except BaseException:
+        clear_outputs(run_dir)
+        if any(r.scores for r in run.errors):  # an earlier pass's scores go with its outputs
+            write_json(run_dir / ERRORS, Errors(run.run_id, run.classes, run.test,
+                                                [replace(r, scores=None) for r in run.errors])
+                       .to_dict())
+        raise
+
+
+def _write_outputs(run: FinishedRun, e: Explained, ex: ExplainConfig, settings: dict,
+                   run_dir: Path, data_dir: Path, train_count: int, no_screenshot: str | None,
+                   device: torch.device) -> None:
+    """Gallery, manifest, figures, report, screenshot, the scores in errors.json, then
+    explain.json: the pass is finished."""
+    rid, metrics = run.run_id, settings["metrics"]
     with Stopwatch(device) as render_time:
         ctx = report_context(run, e, settings)
         overview = overview_images(data_dir, run.classes, train_count) if ex.overview else None

@@ -10,7 +10,8 @@ import torch
 
 from ..data.betons import beton_path
 from .figures import plot_overview, plot_summary
-from ..run_folder import EXPLAIN_JSON, GALLERY, MANIFEST, OVERVIEW, REPORT, SCREENSHOT, SUMMARY
+from ..io import remove
+from ..run_folder import EXPLAIN_FILES, GALLERY, MANIFEST, OVERVIEW, SUMMARY
 from .gallery import Explained, write_gallery, write_manifest
 from ..data.loaders import load_all
 from .report import ReportContext, write_report
@@ -21,18 +22,31 @@ def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
                    progress: bool = True) -> list[Path]:
     """Every rendered output (the overview when its training images are given); the pages.
 
-    The old report, its screenshot and explain.json go first: an interrupted pass leaves no
-    report pointing into a gallery it did not draw, and no record claiming it finished."""
+    Every output of an earlier pass goes first, and whatever this pass drew goes too if it is
+    interrupted or fails: the folder holds one pass's outputs whole, or none (explain.json,
+    written last by explain, marks a finished pass)."""
     run_dir, rid = Path(run_dir), ctx.run_id
-    for name in (EXPLAIN_JSON, SCREENSHOT, REPORT, MANIFEST):
-        (run_dir / name).unlink(missing_ok=True)
-    pages = write_gallery(e, ctx.classes, run_dir / GALLERY, ctx.page_size, progress, rid)
-    write_manifest(e, ctx.classes, run_dir / MANIFEST, ctx.page_size, rid)
-    plot_summary(ctx.confusion, ctx.classes, run_dir / SUMMARY, rid)
-    if overview is not None:
-        plot_overview(*overview, ctx.classes, run_dir / OVERVIEW, run_id=rid)
-    write_report(run_dir, e, ctx)
+    clear_outputs(run_dir)
+    try:
+        pages = write_gallery(e, ctx.classes, run_dir / GALLERY, ctx.page_size, progress, rid)
+        write_manifest(e, ctx.classes, run_dir / MANIFEST, ctx.page_size, rid)
+        plot_summary(ctx.confusion, ctx.classes, run_dir / SUMMARY, rid)
+        if overview is not None:
+            plot_overview(*overview, ctx.classes, run_dir / OVERVIEW, run_id=rid)
+        write_report(run_dir, e, ctx)
+    except BaseException:
+        clear_outputs(run_dir)
+        raise
     return pages
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """Remove every explain output from the run folder, and their temporaries."""
+    run_dir = Path(run_dir)
+    for name in EXPLAIN_FILES:
+        remove(run_dir / name)
+        for tmp in run_dir.glob(f".{name}.*"):
+            remove(tmp)
 
 
 def overview_images(data_dir: Path, classes: list[str], n: int, per_class: int = 10,

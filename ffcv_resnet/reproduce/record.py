@@ -70,6 +70,9 @@ def markdown(r: dict) -> str:
         return "-" if x is None else (f"{100 * x:.2f}%" if pct else f"{x:.2f}")
 
     s = r["summary"]
+    if "data" not in r:  # the data stage itself failed
+        return (f"### {r['device']}, {r['date']}, git {r['git_sha']}\n\nFailed: " +
+                "; ".join(x["error"] for x in r.get("failed", [])) + "\n")
     lines = [f"### {r['device']}, torch {r['torch']}{', CUDA ' + r['cuda'] if r['cuda'] else ''}"
              f", {r['date']}, git {r['git_sha']}", "",
              f"Data: {r['data']['source_kind']} ({Path(r['data']['source']).name}), "
@@ -108,6 +111,18 @@ def markdown(r: dict) -> str:
         for name, g in r["goals"].items():
             lines.append(f"| {name} | {g['target']:.4g} | {g['measured']:.4g} | "
                          f"{'yes' if g['met'] else 'no'} | {g['margin']:+.4g} |")
+    pre = r.get("preflight") or []
+    if pre:
+        failed = "; ".join(f"{c['check']} ({c['error']})" for c in pre if c["ok"] is False)
+        skipped = ", ".join(c["check"] for c in pre if c["ok"] is None)
+        lines += ["", f"Preflight: {sum(1 for c in pre if c['ok'])} of {len(pre)} checks passed"
+                  + (f"; failed: {failed}" if failed else "")
+                  + (f"; skipped: {skipped}" if skipped else "") + "."]
+    if r.get("compile_off"):
+        lines.append(f"\n{r['compile_off']}.")
+    for x in r.get("failed") or []:
+        lines.append(f"\nFailed {x['stage']}: {x['error']}" + (f" (log `{Path(x['log']).name}`)"
+                                                              if x.get("log") else "") + ".")
     for s in r["skipped"]:
         why = s.get("reason") or (f"needed ~{s['estimated_seconds']} s, "
                                   f"{max(s['seconds_left'], 0):.1f} s of the "
@@ -116,3 +131,46 @@ def markdown(r: dict) -> str:
     if r.get("disabled"):
         lines.append(f"\nNot asked for: {', '.join(r['disabled'])}.")
     return "\n".join(lines) + "\n"
+
+
+BUNDLE_LIMIT = 16 << 20  # what one file of a device call's $OUT may weigh
+RUN_FILES = ("config.yaml", "history.jsonl", "metrics.json", "explain.json", "errors.json",
+             "report.png")
+
+
+def bundle(path: Path, record: dict, files: list[Path], out: Path) -> Path:
+    """One .tar.gz of the record, its logs and every run's small files (report.png last, left
+    out first when the whole would pass 16 MB), written atomically."""
+    import io as _io
+    import tarfile
+    members = [p for p in files if Path(p).is_file()]
+    members += sorted(p for p in (out / "logs").glob("*.log"))
+    runs = [Path(s["run_dir"]) for s in record.get("seeds", [])]
+    if record.get("calibration"):
+        runs.append(Path(record["calibration"]["run_dir"]))
+    for run in runs:
+        members += [run / n for n in RUN_FILES if (run / n).is_file()]
+    if (out / "always-wrong.png").is_file():
+        members.append(out / "always-wrong.png")
+    bench = Path(record["bench"]["results"]) if record.get("bench") else None
+    if bench is not None:
+        members += sorted(p for p in bench.glob(f"*-{slug(record)}.*") if p.suffix in
+                          (".json", ".md") and p not in members)
+
+    def pack(chosen: list[Path]) -> bytes:
+        buf = _io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for p in chosen:
+                try:
+                    arc = Path(p).resolve().relative_to(out.resolve().parent)
+                except ValueError:
+                    arc = Path(Path(p).parent.name) / Path(p).name
+                tar.add(str(p), arcname=str(arc))
+        return buf.getvalue()
+
+    data = pack(members)
+    if len(data) > BUNDLE_LIMIT:
+        data = pack([p for p in members if p.suffix != ".png"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return path

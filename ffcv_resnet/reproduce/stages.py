@@ -1,11 +1,17 @@
-"""Every headline figure in one command: N seeds of the 20-epoch recipe, the calibration recipe,
-explain on the first seed and the benchmark suite, within a time budget; one record (JSON and a
-markdown table) with statistics, goals and the test images every seed gets wrong.
+"""Every headline figure in one command, built for one short GPU call: the data, a preflight of
+the device, then the stages in priority order (seed 0, explain, a benchmark subset, the other
+seeds, the calibration recipe), each within what is left of a time budget.
 
-A stage that would not fit in what is left of the budget is skipped, and the record says so.
+Each training, explain and benchmark stage runs in its own process with its own log, so a CUDA
+error, an out-of-memory, a divergence or a crash ends that stage only: it is recorded with its
+one-line error and log, and the next stage runs (a failure with compile on is retried once
+eager). The record (JSON and markdown) is rewritten atomically after every stage, and the
+console is copied to a log beside it, so a SIGKILL at a time limit leaves every finished stage
+on disk. The exit status is 1 when any stage failed.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,21 +22,31 @@ import numpy as np
 import torch
 
 from ..compare.compare import compare_folders
-from ..data.betons import beton_path
 from ..config import option, require_range
+from ..data.betons import beton_path
 from ..data.convert import prepare
-from ..errors import UserError, say
-from ..records import read_json
-from .record import cross_seed, goals, stats, write_record
-from ..training.runner import parse_config, train_run
-from ..run_folder import ERRORS, EXPLAIN_JSON, RunFolder
 from ..data.options import DataConfig
-from ..device import PROJECT_ROOT, check_device, device_option, provenance, resolve_device
+from ..device import PROJECT_ROOT, check_device, device_option, provenance, resolve_device, slug
+from ..errors import DataError, UserError, say
+from ..records import read_json
+from ..run_folder import ERRORS, EXPLAIN_JSON, METRICS, RunFolder, enclosing_run
+from ..training.runner import parse_config
+from .preflight import preflight
+from .record import bundle, cross_seed, goals, stats, write_record
 
-ROOT = PROJECT_ROOT  # explain.py and the benchmarks run from here
+ROOT = PROJECT_ROOT  # explain.py, train.py and the benchmarks run from here
 SMOKE = {"train_subset": 256, "test_subset": 100}  # CPU smoke mode: tiny subsets, 1 epoch
-# what the budget assumes the first seed takes, before one has been measured
-FIRST_SEED_SECONDS = {"smoke": 20.0, "cuda": 90.0, "cpu": 3600.0}
+# what the budget assumes a stage takes before one like it has been timed
+FIRST_SEED_SECONDS = {"smoke": 30.0, "cuda": 120.0, "cpu": 3600.0}
+EXPLAIN_SECONDS = {"smoke": 60.0, "cuda": 45.0, "cpu": 300.0}
+BENCH_SECONDS = {"smoke": 90.0, "cuda": 150.0, "cpu": 900.0}
+BENCH_SUITES = {"smoke": "loader,gradcam", "cuda": "loader,gradcam,train,epoch", "cpu": ""}
+
+
+class StageFailed(UserError):
+    """A stage failed (recorded with its error and log); the others ran: exit status 1."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -38,12 +54,18 @@ class ReproduceConfig:
     """Reproduce: every headline figure in one command"""
     seeds: int = option(3, "seeds of the default 20-epoch recipe (smoke mode: 2)")
     calibration: str = option("configs/reference-26ep.yaml", "the calibration recipe ('': none)")
-    explain: bool = option(True, "Grad-CAM of the first seed's errors (explain.py)")
-    bench: bool = option(True, "the benchmark suite (benchmarks/run_all.py)")
-    budget_minutes: float = option(10.0, "skip (and record) each stage that would not fit in "
-                                   "what is left of this budget")
-    out: str = option("runs/reproduce", "folder for the run folders and the always-wrong page")
+    explain: bool = option(True, "explain.py on the first seed's errors")
+    bench: bool = option(True, "a benchmark subset (benchmarks/run_all.py) within the budget")
+    budget_minutes: float = option(7.0, "skip (and record) each stage that would not fit in what "
+                                   "is left of this budget: 7 lets the whole command end within "
+                                   "8 minutes on one H100")
+    out: str = option("runs/reproduce", "folder for the run folders, their logs and the "
+                      "always-wrong page")
     results: str = option("benchmarks/results", "folder for the record and its markdown table")
+    bundle: str = option("", "also write every record, log, history, metrics, explain.json and "
+                         "report.png into this .tar.gz (rewritten after every stage)")
+    train_args: str = option("", "extra train.py options for every run, e.g. "
+                             "'--training.epochs 10'")
     smoke: bool = option(False, "CPU smoke mode: tiny subsets, 2 seeds, 1 epoch, small benchmarks")
     device: str = device_option()
 
@@ -54,6 +76,8 @@ class ReproduceConfig:
         if self.calibration and not (ROOT / self.calibration).is_file() \
                 and not Path(self.calibration).is_file():
             raise UserError(f"--{prefix}.calibration {self.calibration}: no such recipe")
+        if self.bundle and not self.bundle.endswith(".tar.gz"):
+            raise UserError(f"--{prefix}.bundle {self.bundle}: expected a .tar.gz path")
 
 
 @dataclass(frozen=True)
@@ -64,7 +88,7 @@ class ReproduceSettings:
 
 
 class Budget:
-    """Wall time left of the budget; `fits(seconds)` says whether a stage may start."""
+    """Wall time left of the budget; `fits(stage, seconds)` says whether a stage may start."""
 
     def __init__(self, minutes: float):
         self.start, self.seconds = time.perf_counter(), minutes * 60
@@ -73,8 +97,11 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
     def fits(self, stage: str, estimate: float) -> bool:
-        left = self.seconds - self.elapsed()
+        left = self.left()
         if estimate <= left:
             return True
         self.skipped.append({"stage": stage, "estimated_seconds": round(estimate, 1),
@@ -83,94 +110,277 @@ class Budget:
         return False
 
 
-def _train(args: list[str], run_dir: Path, quiet: bool) -> dict:
-    cfg = parse_config([*args, "--run.dir", str(run_dir), "--run.overwrite", "true"])
-    m = train_run(cfg, log=(lambda *a, **k: None) if quiet else say)
-    errors = read_json(run_dir / ERRORS, "errors file")["errors"]
-    return {"run_dir": str(run_dir), "seed": m.seed, "test_accuracy": m.test_accuracy,
-            "errors": m.errors, "epochs": m.epochs, "train_seconds": m.train_seconds,
-            "compile_seconds": m.compile_seconds, "startup_seconds": m.startup_seconds,
-            "images_per_second": m.images_per_second, "total_seconds": m.total_seconds,
-            "error_indices": sorted(e["index"] for e in errors)}
+class Tee:
+    """stdout copied to a log file as it is written (the console of a call may be cut)."""
+
+    def __init__(self, stream, path: Path):
+        self.stream, self.file = stream, open(path, "w", buffering=1)
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
-def _script(args: list[str], what: str) -> None:
-    r = subprocess.run([sys.executable, *args], cwd=ROOT, text=True, stdout=sys.stdout,
-                       stderr=subprocess.PIPE)
-    if r.returncode:
-        raise UserError(f"{what} failed: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+def _last_error(log: Path) -> str:
+    """The last `error:` line of a stage's log, or its last line."""
+    try:
+        lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    errors = [x for x in lines if x.startswith("error:") or "Error" in x.split(":")[0]]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+class Reproduction:
+    """One reproduce command's stages, record and files."""
+
+    def __init__(self, rc: ReproduceConfig, data_dir: Path, results: Path, out: Path,
+                 device: torch.device):
+        self.rc, self.data_dir, self.results, self.out, self.device = (rc, data_dir, results,
+                                                                        out, device)
+        self.budget = Budget(rc.budget_minutes)
+        self.kind = "smoke" if rc.smoke else device.type
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        results.mkdir(parents=True, exist_ok=True)
+        self.compile_off = False  # set when preflight finds compile broken
+        self.record = {**provenance(device), "command": " ".join(sys.argv), "smoke": rc.smoke,
+                       "budget_minutes": rc.budget_minutes, "stages": [], "failed": [],
+                       "seeds": [], "disabled": [name for name, on in (
+                           ("calibration", bool(rc.calibration)), ("explain", rc.explain),
+                           ("bench", rc.bench)) if not on]}
+        name = f"reproduce-{'smoke-' if rc.smoke else ''}{slug(self.record)}"
+        self.log_path = results / f"{name}.log"
+
+    # --- the record, after every stage ---
+    def save(self) -> tuple[Path, Path]:
+        r = self.record
+        seeds = r["seeds"]
+        r["summary"] = {k: stats([s[k] for s in seeds]) for k in (
+            "test_accuracy", "train_seconds", "compile_seconds", "startup_seconds",
+            "images_per_second")} if seeds else {}
+        r["cross_seed"] = cross_seed({s["seed"]: s["error_indices"] for s in seeds})
+        r["goals"] = {} if self.rc.smoke else goals(r)
+        r["skipped"] = self.budget.skipped
+        r["seconds"] = self.budget.elapsed()
+        paths = write_record(r, self.results)
+        if self.rc.bundle:
+            bundle(Path(self.rc.bundle), r, [*paths, self.log_path], self.out)
+        return paths
+
+    def failed(self, stage: str, error: str, log: Path | None, **extra) -> None:
+        entry = {"stage": stage, "error": error, "log": str(log) if log else None, **extra}
+        self.record["failed"].append(entry)
+        say(f"[{stage}] failed: {error}" + (f" (log: {log})" if log else ""))
+
+    # --- running a stage in its own process ---
+    def run(self, stage: str, args: list[str]) -> tuple[int, Path]:
+        """A script in a fresh process, stdout and stderr to the stage's log; (status, log).
+        It is stopped when it outlives the budget by a minute."""
+        log = self.logs / f"{stage.replace(' ', '-')}.log"
+        timeout = max(60.0, self.budget.left() + 60.0)
+        with open(log, "w") as f:
+            try:
+                code = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f,
+                                      stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                f.write(f"\nerror: stopped after {timeout:.0f} s (the budget)\n")
+                code = 124
+        return code, log
+
+    def train(self, stage: str, args: list[str], run_dir: Path) -> dict | None:
+        """One training run (retried eager once when it failed with compile on)."""
+        base = ["scripts/train.py", *self.common(), *args, "--run.dir", str(run_dir),
+                "--run.overwrite", "true"]
+        compile_flag = ["--training.compile", "off"] if self.compile_off else []
+        code, log = self.run(stage, base + compile_flag)
+        retried = None
+        if code not in (0, 2, 3) and not self.compile_off and self.device.type == "cuda":
+            first = _last_error(log)
+            say(f"[{stage}] failed with compile on ({first}); retrying with compile off")
+            retried = {"compile_on_error": first, "log": str(log)}
+            code, log = self.run(stage + " eager", base + ["--training.compile", "off"])
+        if code:
+            self.failed(stage, f"exit {code}: {_last_error(log)}", log,
+                        **({"retried": retried} if retried else {}))
+            return None
+        m = read_json(run_dir / METRICS, "metrics")
+        errors = read_json(run_dir / ERRORS, "errors file")["errors"]
+        say(f"[{stage}] test accuracy {m['test_accuracy']:.2%}, training "
+            f"{m['train_seconds']:.1f} s, warm-up {m['compile_seconds']:.1f} s")
+        return {"run_dir": str(run_dir), "log": str(log), "seed": m["seed"],
+                "test_accuracy": m["test_accuracy"], "errors": m["errors"],
+                "epochs": m["epochs"], "train_seconds": m["train_seconds"],
+                "compile_seconds": m["compile_seconds"], "compile": m["compile"],
+                "startup_seconds": m["startup_seconds"],
+                "images_per_second": m["images_per_second"], "total_seconds": m["total_seconds"],
+                "error_indices": sorted(e["index"] for e in errors),
+                **({"retried": retried} if retried else {})}
+
+    def common(self) -> list[str]:
+        """The options every training run gets."""
+        args = ["--data.dir", str(self.data_dir), "--training.device", self.rc.device,
+                "--run.progress", "off"]
+        if self.rc.smoke:
+            counts = self.record["data"]["counts"]
+            args += ["--data.train_subset", str(min(SMOKE["train_subset"], counts["train"])),
+                     "--data.test_subset", str(min(SMOKE["test_subset"], counts["test"])),
+                     "--training.epochs", "1", "--training.batch_size",
+                     str(max(1, min(32, counts["train"] // 2))), "--training.eval_batch_size",
+                     "50"]
+        return args + self.rc.train_args.split()
+
+    # --- the stages ---
+    def data(self, source: str) -> dict:
+        t = time.perf_counter()
+        meta = prepare(self.data_dir, source)
+        self.record["data"] = {"source_kind": meta["source"]["kind"],
+                               "source": meta["source"]["path"], "counts": meta["counts"],
+                               "prepare_seconds": time.perf_counter() - t}
+        return meta
+
+    def preflight(self) -> None:
+        say("[preflight]")
+        checks = preflight(self.device, self.data_dir, 32 if self.rc.smoke else 512)
+        for c in checks:
+            state = "ok" if c["ok"] else ("skipped" if c["ok"] is None else "FAILED")
+            say(f"  {c['check']}: {state}: {c.get('detail') or c.get('error') or c['skipped']}")
+        self.record["preflight"] = checks
+        compiled = next(c for c in checks if c["check"] == "compiled training step")
+        if compiled["ok"] is False:
+            self.compile_off = True
+            self.record["compile_off"] = f"preflight: {compiled['error']}: every stage ran eager"
+        if any(c["ok"] is False for c in checks):
+            self.record["failed"].append({"stage": "preflight", "error": "; ".join(
+                f"{c['check']}: {c['error']}" for c in checks if c["ok"] is False), "log": None})
+
+    def seed(self, k: int) -> None:
+        seeds = self.record["seeds"]
+        estimate = seeds[-1]["total_seconds"] + 15 if seeds else FIRST_SEED_SECONDS[self.kind]
+        if self.budget.fits(f"seed {k}", estimate):
+            say(f"[seed {k}]")
+            result = self.train(f"seed {k}", ["--training.seed", str(k)], self.out / f"seed-{k}")
+            if result:
+                seeds.append(result)
+
+    def calibration(self, recipe: str) -> None:
+        seeds = self.record["seeds"]
+        estimate = 1.5 * seeds[0]["total_seconds"] + 15 if seeds else \
+            FIRST_SEED_SECONDS[self.kind]
+        if not self.budget.fits("calibration", estimate):
+            return
+        say("[calibration]")
+        result = self.train("calibration", ["-C", recipe], self.out / "calibration")
+        if result is None:
+            return
+        self.record["calibration"] = {"recipe": self.rc.calibration, **result}
+        if seeds:  # what scripts/compare.py says of them
+            cal, runs = [self.out / "calibration"], [Path(s["run_dir"]) for s in seeds]
+            self.record["vs_calibration"] = {
+                "seed_0": compare_folders(cal, runs[:1]),
+                "seeds": compare_folders(cal, runs) if len(runs) > 1 else None}
+
+    def explain(self) -> None:
+        seeds = self.record["seeds"]
+        if not seeds:
+            self.budget.skipped.append({"stage": "explain", "reason": "no seed was trained"})
+            return
+        if not self.budget.fits("explain", EXPLAIN_SECONDS[self.kind]):
+            return
+        say("[explain]")
+        run = Path(seeds[0]["run_dir"])
+        code, log = self.run("explain", [
+            "scripts/explain.py", "--run.dir", str(run), "--data.dir", str(self.data_dir),
+            "--explain.device", self.rc.device, *(["--explain.scored", "4"] if self.rc.smoke
+                                                  else [])])
+        if code:
+            self.failed("explain", f"exit {code}: {_last_error(log)}", log)
+            return
+        self.record["explain"] = {**read_json(run / EXPLAIN_JSON, "explain record"),
+                                  "log": str(log)}
+        say(f"[explain] maps {self.record['explain']['cams_seconds']:.2f} s, scores "
+            f"{self.record['explain']['scores_seconds']:.2f} s")
+
+    def bench(self) -> None:
+        if not self.budget.fits("bench", BENCH_SECONDS[self.kind]):
+            return
+        say("[bench]")
+        suites = BENCH_SUITES[self.kind]
+        extra = (["--bench.suites", suites] if suites else []) + (
+            ["--bench.scale", "0.05", "--bench.tag", "smoke"] if self.rc.smoke else [])
+        if self.device.type == "cuda":  # the compile-mode autotuning takes minutes: not here
+            extra += ["--bench.compile_modes", "default"]
+        code, log = self.run("bench", [
+            "benchmarks/run_all.py", "--data.dir", str(self.data_dir), "--bench.device",
+            self.rc.device, "--bench.out", str(self.results), *extra])
+        if code:
+            self.failed("bench", f"exit {code}: {_last_error(log)}", log)
+            return
+        self.record["bench"] = {"results": str(self.results), "suites": suites or "all",
+                                "log": str(log)}
 
 
 def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, Path, Path]:
-    """Run every stage that fits the budget; write the record: (record, json path, md path)."""
-    budget, device = Budget(rc.budget_minutes), resolve_device(rc.device)
+    """Every stage that fits the budget, the record written after each; (record, json, md).
+    StageFailed (exit 1) after the last stage when any failed."""
+    device = resolve_device(rc.device)
     # absolute paths: explain.py and the benchmarks run from the repository root
     out, results, data_dir = Path(rc.out).resolve(), Path(rc.results).resolve(), data_dir.resolve()
     recipe = _calibration_recipe(rc.calibration)
     _check_folders(out, results, 2 if rc.smoke else rc.seeds)
-    record = {**provenance(device), "command": " ".join(sys.argv), "smoke": rc.smoke,
-              "budget_minutes": rc.budget_minutes,
-              "disabled": [name for name, on in (("calibration", bool(rc.calibration)),
-                                                 ("explain", rc.explain), ("bench", rc.bench))
-                           if not on]}
-    t = time.perf_counter()
-    meta = prepare(data_dir, source)
-    record["data"] = {"source_kind": meta["source"]["kind"], "source": meta["source"]["path"],
-                      "counts": meta["counts"], "prepare_seconds": time.perf_counter() - t}
-    common = ["--data.dir", str(data_dir), "--training.device", rc.device]
-    if rc.smoke:
-        common += ["--data.train_subset", str(min(SMOKE["train_subset"], meta["counts"]["train"])),
-                   "--data.test_subset", str(min(SMOKE["test_subset"], meta["counts"]["test"])),
-                   "--training.epochs", "1", "--training.batch_size",
-                   str(max(1, min(32, meta["counts"]["train"] // 2))),
-                   "--training.eval_batch_size", "50", "--run.progress", "off"]
-    seeds, n_seeds = [], 2 if rc.smoke else rc.seeds
-    first = "smoke" if rc.smoke else device.type  # the prior for a stage nothing has timed yet
-    for seed in range(n_seeds):
-        estimate = seeds[-1]["total_seconds"] if seeds else FIRST_SEED_SECONDS[first]
-        if not budget.fits(f"seed {seed}", estimate):
-            break
-        say(f"[seed {seed}]")
-        seeds.append(_train([*common, "--training.seed", str(seed)], out / f"seed-{seed}",
-                            rc.smoke))
-    record["seeds"] = seeds
-    record["summary"] = {k: stats([s[k] for s in seeds]) for k in (
-        "test_accuracy", "train_seconds", "compile_seconds", "startup_seconds",
-        "images_per_second")} if seeds else {}
-    if recipe and budget.fits("calibration", 1.5 * (seeds[0]["total_seconds"] if seeds else
-                                                    FIRST_SEED_SECONDS[first])):
-        say("[calibration]")
-        record["calibration"] = {"recipe": rc.calibration, **_train(
-            ["-C", recipe, *common], out / "calibration", rc.smoke)}
-    if seeds and record.get("calibration"):  # what scripts/compare.py says of them
-        cal = [out / "calibration"]
-        runs = [Path(s["run_dir"]) for s in seeds]
-        record["vs_calibration"] = {"seed_0": compare_folders(cal, runs[:1]),
-                                    "seeds": compare_folders(cal, runs) if len(runs) > 1
-                                    else None}
-    if rc.explain and not seeds:
-        budget.skipped.append({"stage": "explain", "reason": "no seed was trained"})
-    if rc.explain and seeds and budget.fits("explain", 60.0):
-        say("[explain]")
-        _script(["scripts/explain.py", "--run.dir", seeds[0]["run_dir"], "--data.dir",
-                 str(data_dir), "--explain.device", rc.device,
-                 *(["--explain.scored", "4"] if rc.smoke else [])], "explain.py")
-        record["explain"] = read_json(Path(seeds[0]["run_dir"]) / EXPLAIN_JSON, "explain")
-    if rc.bench and budget.fits("bench", 60.0 if rc.smoke else 300.0):
-        say("[bench]")
-        extra = ["--bench.suites", "loader,gradcam", "--bench.scale", "0.05",
-                 "--bench.tag", "smoke"] if rc.smoke else []
-        _script(["benchmarks/run_all.py", "--data.dir", str(data_dir), "--bench.device",
-                 rc.device, "--bench.out", str(results), *extra], "the benchmark suite")
-        record["bench"] = {"results": str(results)}
-    record["cross_seed"] = cross_seed({s["seed"]: s["error_indices"] for s in seeds})
-    if seeds:
-        always_wrong_page(record["cross_seed"]["always_wrong"], data_dir, meta["classes"],
-                          {s["seed"]: s["run_dir"] for s in seeds}, out / "always-wrong.png")
-    record["goals"] = {} if rc.smoke else goals(record)  # smoke runs say nothing of the goals
-    record["skipped"] = budget.skipped
-    record["seconds"] = budget.elapsed()
-    return (record, *write_record(record, results))
+    if rc.train_args:
+        parse_config(rc.train_args.split())  # a bad extra option is found now
+    r = Reproduction(rc, data_dir, results, out, device)
+    tee = Tee(sys.stdout, r.log_path)
+    sys.stdout = tee
+    try:
+        try:
+            meta = r.data(source)
+        except DataError as e:
+            r.failed("data", str(e), None)
+            r.save()
+            raise StageFailed(f"the data stage failed: {e}") from None
+        r.preflight()
+        r.save()
+        seeds = 2 if rc.smoke else rc.seeds
+        r.seed(0)
+        r.save()
+        if rc.explain:
+            r.explain()
+            r.save()
+        if rc.bench:
+            r.bench()
+            r.save()
+        for k in range(1, seeds):
+            r.seed(k)
+            r.save()
+        if recipe:
+            r.calibration(recipe)
+            r.save()
+        if r.record["seeds"]:
+            always_wrong_page(r.record["cross_seed"]["always_wrong"], data_dir, meta["classes"],
+                              {s["seed"]: s["run_dir"] for s in r.record["seeds"]},
+                              out / "always-wrong.png")
+        json_path, md_path = r.save()
+        say(md_path.read_text())
+    finally:
+        sys.stdout = tee.stream
+        tee.close()
+    if r.record["failed"]:
+        stages = ", ".join(f["stage"] for f in r.record["failed"])
+        raise StageFailed(f"{len(r.record['failed'])} stage(s) failed ({stages}); each is "
+                          f"recorded with its error and log in {json_path}")
+    return r.record, json_path, md_path
 
 
 def _calibration_recipe(name: str) -> str:
@@ -183,11 +393,19 @@ def _calibration_recipe(name: str) -> str:
 
 
 def _check_folders(out: Path, results: Path, seeds: int) -> None:
-    """Every folder this run writes can be written; the previous run's outputs are removed, so
-    that nothing left from it can pass for this run's."""
-    for folder in (out, results):
+    """Every folder this command writes can be written, and none is (inside) a run folder; the
+    previous command's outputs are removed, so that nothing left from it can pass for this
+    one's."""
+    for folder, name in ((out, "out"), (results, "results")):
         if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder}: exists and is not a folder")
+            raise UserError(f"--reproduce.{name} {folder}: exists and is not a folder")
+        run = enclosing_run(folder)
+        if run is not None:
+            raise UserError(f"--reproduce.{name} {folder}: inside the run folder {run}; choose "
+                            "another folder")
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"--reproduce.{name} {folder}: cannot be written")
     names = [f"seed-{k}" for k in range(max(seeds, 100))] + ["calibration"]
     for name in names:
         if (out / name).exists():
@@ -199,8 +417,8 @@ def _check_folders(out: Path, results: Path, seeds: int) -> None:
 def always_wrong_page(indices: list[int], data_dir: Path, classes: list[str],
                       runs: dict[int, str], path: Path, limit: int = 48) -> None:
     """A gallery page of the test images every seed gets wrong: label and each seed's guess."""
-    from ..explain.figures import plot_image_grid
     from ..data.loaders import load_all
+    from ..explain.figures import plot_image_grid
     shown = indices[:limit]
     guesses = {seed: {e["index"]: e["predicted"] for e in read_json(
         Path(run) / ERRORS, "errors file")["errors"]} for seed, run in runs.items()}
@@ -212,5 +430,4 @@ def always_wrong_page(indices: list[int], data_dir: Path, classes: list[str],
         sorted({classes[g[i]] for g in guesses.values()})) for k, i in enumerate(shown)]
     plot_image_grid(images, captions, f"Test images every seed gets wrong ({len(indices)}; "
                     f"{len(shown)} shown): true label, then the seeds' predictions", path)
-
 

@@ -4,6 +4,7 @@ Both are written to a temporary name and renamed, and load with `torch.load(weig
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ def _load(path: Path, what: str, hint: str) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no {what} ({hint})")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a foreign pickle
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"{path}: unreadable {what}, truncated or corrupt "
                         f"({str(e).splitlines()[0][:120]})") from None
@@ -51,8 +54,13 @@ def _model_from(blob: dict, path: Path) -> nn.Module:
     model = resnet18(blob["num_classes"])
     try:
         model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, TypeError) as e:
         raise UserError(f"{path}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: NaN or inf weights ({bad[0]}, ...): a damaged or diverged "
+                        "model")
     return model
 
 

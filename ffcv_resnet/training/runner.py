@@ -22,7 +22,7 @@ from ..config import ConfigError, as_dict, flatten, parse, resumable
 from ..data.augment import AugmentConfig
 from ..data.options import DataConfig
 from ..device import device_name, resolve_device
-from ..errors import TrainingFailed, UserError, say
+from ..errors import DiskFull, TrainingFailed, UserError, say
 from ..records import Errors, Metrics, Session, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
                           RunFolder, new_run_id, read_config, write_history)
@@ -57,7 +57,10 @@ def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Tr
     if not cfg.run.resume:
         return cfg
     stored = flatten(read_config(Path(cfg.run.dir)))
-    cfg = parse(TrainSettings, argv, description, base=stored)
+    # how the run was started (e.g. --run.overwrite true, as `make run` does) is not a setting
+    # the resumed process inherits
+    base = {k: v for k, v in stored.items() if k not in ("run.overwrite", "run.resume")}
+    cfg = parse(TrainSettings, argv, description, base=base)
     device = resolve_device(cfg.training.device)  # compare 'auto' as this device resolves it
     now = flatten(as_dict(dataclasses.replace(cfg, training=R.resolved(cfg.training, device))))
     for key in sorted(set(stored) - RESUMABLE):
@@ -98,9 +101,11 @@ def train_run(cfg: TrainSettings, started: float | None = None, log=say) -> Metr
             history, logits, m = T.fit(e.step, e.data.batches, e.augment, e.evaluate, device,
                                        bar, run.on_epoch, run.history, lambda t: D.sum_over(t, w))
             D.check_same_weights(e.model, w)
+            return D.agreed(lambda: run.finish(history, logits, m), w)
         except TrainingFailed as err:
             raise run.failure(err) from None
-        return D.agreed(lambda: run.finish(history, logits, m), w)
+        except DiskFull as err:
+            raise run.disk_full(err) from None
 
 
 def _device(cfg: TrainSettings, w: D.World) -> torch.device:
@@ -234,6 +239,12 @@ class RunProgress:
         if not self.cfg.run.keep_last:
             (run_dir / STATE).unlink(missing_ok=True)  # after metrics.json: never a run unresumable
         return result
+
+    def disk_full(self, e: DiskFull) -> DiskFull:
+        """A full disk's line, with where the run can be resumed from."""
+        where = (f"the run can be resumed from epoch {self.saved} (--run.resume true)"
+                 if self.saved else f"no {STATE} was written: nothing to resume")
+        return DiskFull(f"{e}; {where}")
 
     def failure(self, e: TrainingFailed) -> TrainingFailed:
         """The divergence message, with what was completed and what last.pt holds."""

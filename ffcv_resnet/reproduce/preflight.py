@@ -1,0 +1,140 @@
+"""Preflight: the device and the paths a reproduction needs, checked in under a minute before any
+stage is spent on them. Each check is recorded with pass or fail and its one-line error (or why it
+was skipped); a failed compile makes the later stages run eager."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data.betons import beton_path
+from ..device import device_name
+from ..precision import autocast
+
+
+def _one_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def _check(name: str, fn: Callable[[], str]) -> dict:
+    """Run one check: {check, ok, seconds, detail | error}; a string raised by SkipCheck skips."""
+    start = time.perf_counter()
+    try:
+        detail = fn()
+        return {"check": name, "ok": True, "seconds": time.perf_counter() - start,
+                "detail": detail}
+    except SkipCheck as e:
+        return {"check": name, "ok": None, "skipped": str(e)}
+    except Exception as e:  # noqa: BLE001 (recorded, never raised: the stages go on)
+        return {"check": name, "ok": False, "seconds": time.perf_counter() - start,
+                "error": _one_line(e)}
+
+
+class SkipCheck(Exception):
+    """A check that does not apply on this device (the reason is recorded)."""
+
+
+def _device(device: torch.device) -> str:
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return f"{p.name}, {p.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}"
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{device_name(device)}, {ram:.1f} GiB of memory"
+
+
+def _matmul(device: torch.device) -> str:
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(1024, 1024, device=device, generator=g)
+    b = torch.randn(1024, 1024, device=device, generator=g)
+    with autocast(device, "bf16"):
+        low = (a @ b).float()
+    err = float((low - a @ b).norm() / (a @ b).norm())
+    if not err < 2e-2:
+        raise RuntimeError(f"bf16 matmul off by {err:.3g} (relative)")
+    return f"relative error {err:.2e}"
+
+
+def _step(device: torch.device, batch: int, compile_on: bool) -> str:
+    """The model's training step at the recipe's batch, compiled as the recipe would be."""
+    from ..model import resnet18
+    from ..training.loop import make_step, prepare_model
+    from ..training.recipe import TrainConfig, resolved
+    cfg = resolved(TrainConfig(batch_size=batch, compile="on" if compile_on else "off"), device)
+    model = resnet18()
+    runner = prepare_model(model, cfg, device)
+    step = make_step(model, runner, cfg, device, steps_per_epoch=4)
+    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    start = time.perf_counter()
+    loss, _ = step(x, y)
+    first = time.perf_counter() - start
+    loss, _ = step(x, y)
+    if not torch.isfinite(loss):
+        raise RuntimeError("the step's loss is NaN or inf")
+    return (f"batch {batch}, {cfg.precision}, compile {cfg.compile}: first step {first:.1f} s, "
+            f"loss {float(loss) / batch:.3f}")
+
+
+def _loader(kind: str, data_dir: Path, device: torch.device, batch: int) -> str:
+    from ..data.loaders import train_batches
+    batches = train_batches(kind, beton_path(data_dir, "train"), batch, device)
+    for images, labels in batches:  # one batch, then the loader is drained (its threads end)
+        ok = images.device.type == device.type and images.dtype == torch.uint8
+        shape = tuple(images.shape)
+        break
+    for _ in batches:
+        pass
+    if not ok:
+        raise RuntimeError(f"a batch arrived as {images.dtype} on {images.device}")
+    return f"{shape} uint8 on {device.type}, {len(batches)} batches an epoch"
+
+
+def _group(device: torch.device) -> str:
+    """A one-process process group: NCCL on CUDA (gloo on the CPU), one all-reduce."""
+    import torch.distributed as dist
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+    try:
+        t = torch.ones(4, device=device)
+        dist.all_reduce(t)
+        if t.sum().item() != 4:
+            raise RuntimeError("all-reduce gave a wrong sum")
+    finally:
+        dist.destroy_process_group()
+    return f"{backend}: one all-reduce"
+
+
+def preflight(device: torch.device, data_dir: Path, batch: int = 512) -> list[dict]:
+    """Every check, in order; the loader checks need the betons (the data stage comes first)."""
+    cuda = device.type == "cuda"
+    step_batch = batch if cuda else min(batch, 32)  # the CPU: a step of 512 takes seconds
+    checks = [_check("device", lambda: _device(device)),
+              _check("bf16 matmul", lambda: _matmul(device))]
+
+    def compiled() -> str:
+        if not cuda:
+            raise SkipCheck("compile is off on the CPU (--training.compile auto)")
+        return _step(device, step_batch, True)
+    checks.append(_check("compiled training step", compiled))
+    checks.append(_check("eager training step", lambda: _step(device, step_batch, False)))
+    for kind in ("ffcv", "resident"):
+        checks.append(_check(f"{kind} loader batch",
+                             lambda kind=kind: _loader(kind, data_dir, device, step_batch)))
+
+    def nccl() -> str:
+        if not cuda:
+            raise SkipCheck("NCCL needs CUDA")
+        return _group(device)
+    checks.append(_check("1-process NCCL group", nccl))
+    if not cuda:
+        checks.append(_check("1-process gloo group", lambda: _group(device)))
+    return checks
