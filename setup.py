@@ -20,7 +20,8 @@ setup(
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
     package_data={"ffcv_resnet.explain": ["report_page.html"],  # the pages' templates
-                  "ffcv_resnet.compare": ["compare_page.html"]},
+                  "ffcv_resnet.compare": ["compare_page.html"],
+                  "ffcv_resnet.predict": ["predict_page.html"]},
     # playwright drives the system's chromium (apt) in the report's browser test: never
     # `playwright install`, no browser download
     extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2"]},

@@ -7,6 +7,7 @@ The data flows through the subpackages in one direction, and imports follow it:
     training/  recipe -> loop -> engine -> runner              (a run folder, metrics.json last)
     explain/   cams, faithfulness -> explain -> gallery, figures, report  (every test error)
     compare/   two runs or two groups of seeds: did a change help, and on which images
+    predict/   a finished run's model on your own images
     reproduce/ every headline figure in one command
     the ground under them: config, errors, io, records, run_folder, device, precision, timing, png
 
@@ -19,7 +20,8 @@ import importlib
 
 _LAZY = {"resnet18": "model", "grad_cam": "explain.cams", "cams": "explain.cams",
          "CamResult": "explain.cams", "faithfulness": "explain.faithfulness",
-         "CLASSES": "data.cifar", "load_model": "training.checkpoint"}
+         "CLASSES": "data.cifar", "load_model": "predict.model",
+         "predict_images": "predict.model", "TrainedModel": "predict.model"}
 __all__ = list(_LAZY)
 
 

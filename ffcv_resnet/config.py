@@ -52,12 +52,15 @@ S = TypeVar("S")
 
 
 def option(default: Any, desc: str, choices: Sequence[str] | None = None,
-           resumable: bool = False, many: bool = False) -> Any:
+           resumable: bool = False, many: bool = False, positional: str = "") -> Any:
     """A dataclass field with the help text and allowed values the CLI shows. `resumable`: a
     resumed run may set it anew (where and how it runs, never what it computes). `many`: the
-    option takes one or more values (`--compare.a RUN RUN ...`), parsed into a tuple of str."""
+    option takes one or more values (`--compare.a RUN RUN ...`), parsed into a tuple of str.
+    `positional`: the field (a tuple) takes the command line's positional arguments, shown under
+    this name (`scripts/predict.py ... IMAGE ...`), instead of an option."""
     return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices,
-                                                        "resumable": resumable, "many": many})
+                                                        "resumable": resumable, "many": many,
+                                                        "positional": positional})
 
 
 def sections(settings: type) -> dict[str, type]:
@@ -169,12 +172,20 @@ def parse(settings: type[S], argv: Sequence[str] | None = None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-C", "--config-file", action="append", default=[],
                         help="YAML recipe (repeatable; later files and the command line win)")
+    positional = {f"{name}.{f.name}": f.metadata["positional"]
+                  for name, cls in sections(settings).items() for f in dataclasses.fields(cls)
+                  if f.metadata.get("positional")}
     for path, param in config.entries.items():
         name = ".".join(path)
+        if name in positional:
+            parser.add_argument(name, nargs="*", metavar=positional[name], help=param.desc)
+            continue
         many = {"nargs": "+"} if param.checker.kind is tuple else {}
         parser.add_argument(f"--{name}", dest=name, default=None, metavar=param.checker.help(),
                             help=f"{param.desc} (default: {param.default!r})", **many)
     args = vars(parser.parse_args(argv))  # unknown options: argparse exits with status 2
+    for name in positional:  # none given: the field's default
+        args[name] = args[name] or None
     known = {".".join(p) for p in config.entries}
     if base:
         config.collect({k: v for k, v in base.items() if k in known})

@@ -22,9 +22,9 @@ MARKERS = {  # block -> (begin, end)
 FLOORS = [("", "the ground every floor stands on"), ("data", "CIFAR-10 to uint8 batches on the "
           "device"), ("model.py", "the network"), ("training", "a run folder, metrics.json last"),
           ("explain", "every test error, explained"), ("compare", "did a change help?"),
-          ("reproduce", "every headline figure")]
+          ("predict", "a finished run on your own images"), ("reproduce", "every headline figure")]
 OTHERS = [("scripts/", "thin wiring: `prepare_data.py`, `train.py`, `explain.py`, `compare.py`, "
-           "`reproduce.py`, `setup.sh`; `readme.py` (these generated blocks)"),
+           "`predict.py`, `reproduce.py`, `setup.sh`; `readme.py` (these generated blocks)"),
           ("benchmarks/", "`run_all.py` and its suites; `render_timing.py` and `render_record.py` "
            "(explain's rendering time, any checkout); `results/`"),
           ("tests/", "CPU tests on data they build themselves")]

@@ -12,7 +12,7 @@ from ffcv_resnet.errors import UserError
 from ffcv_resnet.explain.activations import feature_maps
 from ffcv_resnet.explain.cams import DEFAULT_METHODS, METHODS, eigencam, upsample_and_scale
 from ffcv_resnet.model import resnet18
-from ffcv_resnet.training.checkpoint import load_model
+from ffcv_resnet.training.checkpoint import load_checkpoint
 
 PACKAGE = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
            "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
@@ -41,7 +41,7 @@ def random_bn_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def models(trained_run):
-    trained, _ = load_model(trained_run / "model.pt")
+    trained, _ = load_checkpoint(trained_run / "model.pt")
     return {"random-bn": random_bn_model(), "trained": trained}
 
 

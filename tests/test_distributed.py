@@ -21,7 +21,7 @@ from conftest import ROOT, TRAIN_ARGS, run_script
 from dist_probe import image_hashes
 
 from ffcv_resnet.data.betons import beton_path
-from ffcv_resnet.training.checkpoint import load_model
+from ffcv_resnet.training.checkpoint import load_checkpoint
 from ffcv_resnet.training.distributed import World
 from ffcv_resnet.training.engine import augment_seed, check_data
 from ffcv_resnet.errors import DataError, UserError
@@ -88,7 +88,7 @@ def test_evaluation_equals_a_single_process_evaluation_of_the_saved_weights(
         ddp_runs, learnable_data, loader):
     run = ddp_runs[loader] / "run"
     m, errors = read(run / "metrics.json"), read(run / "errors.json")["errors"]
-    model, _ = load_model(run / "model.pt")
+    model, _ = load_checkpoint(run / "model.pt")
     images, labels = load_all(beton_path(learnable_data, "test"), torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)

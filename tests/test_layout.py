@@ -13,7 +13,8 @@ import sys
 from conftest import ROOT
 
 PKG = ROOT / "ffcv_resnet"
-FLOORS = ["ground", "data", "model", "training", "explain", "compare", "reproduce"]
+FLOORS = ["ground", "data", "model", "training", "explain", "compare", "predict",
+          "reproduce"]
 
 
 def _module(path) -> str:

@@ -14,7 +14,7 @@ from ffcv_resnet.data.betons import beton_path
 from ffcv_resnet.training.evaluate import find_errors, predict
 from ffcv_resnet.data.loaders import load_all
 from ffcv_resnet.model import count_parameters, resnet18, summary
-from ffcv_resnet.training.checkpoint import load_model
+from ffcv_resnet.training.checkpoint import load_checkpoint
 from ffcv_resnet.training.recipe import TrainConfig, make_optimizer, make_schedule
 from ffcv_resnet.training.loop import make_step, warm_up
 
@@ -111,7 +111,7 @@ def test_training_learns_and_writes_a_complete_run_folder(trained_run):
 def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained_run, learnable_data):
     blob = torch.load(trained_run / "model.pt", weights_only=True)
     assert blob["arch"] == "resnet18-cifar" and blob["test"]["count"] == 60
-    model, _ = load_model(trained_run / "model.pt")
+    model, _ = load_checkpoint(trained_run / "model.pt")
     precision = json.loads((trained_run / "metrics.json").read_text())["precision"]
     images, labels = load_all(beton_path(learnable_data, "test"), CPU)
     logits = predict(model, images, batch_size=32, tta="flip", precision=precision)

@@ -18,7 +18,7 @@ from ..explain.cams import grad_cam
 from ..explain.finished_run import check_data_matches
 from ..explain.gallery import overlay
 from ..run_folder import CHECKPOINT
-from ..training.checkpoint import load_model
+from ..training.checkpoint import load_checkpoint
 from ..training.evaluate import predict
 from .runs import RunRecord
 
@@ -52,7 +52,7 @@ def _side_probs(runs: list[RunRecord], images: torch.Tensor,
     """Mean softmax over a side's runs, each model with its own TTA; the first run's model."""
     probs, first = [], None
     for r in runs:
-        model, blob = load_model(r.path / CHECKPOINT, device)
+        model, blob = load_checkpoint(r.path / CHECKPOINT, device)
         if blob.get("run_id") != r.run_id:
             raise UserError(f"{r.path}: files of different runs ({CHECKPOINT} is run "
                             f"{blob.get('run_id')}, metrics.json {r.run_id})")

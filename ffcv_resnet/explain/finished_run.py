@@ -16,7 +16,7 @@ from ..png import png_run_id
 from ..records import Errors, Metrics, TestError, TestSet, read_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
                           read_history)
-from ..training.checkpoint import load_model
+from ..training.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -39,7 +39,7 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
         raise UserError(f"{path}: {folder.describe()}: no {METRICS}, so training did not finish "
                         "(--run.resume true continues it)")
     metrics = Metrics.from_dict(read_json(path / METRICS, "metrics"), str(path / METRICS))
-    model, blob = load_model(path / CHECKPOINT, device)
+    model, blob = load_checkpoint(path / CHECKPOINT, device)
     errors = Errors.from_dict(read_json(path / ERRORS, "errors file"), str(path / ERRORS))
     ids = {"config.yaml": folder.run_id(), METRICS: metrics.run_id, CHECKPOINT: blob.get("run_id"),
            ERRORS: errors.run_id, CURVES: png_run_id(path / CURVES)}

@@ -64,7 +64,7 @@ def _model_from(blob: dict, path: Path) -> nn.Module:
     return model
 
 
-def load_model(path: Path, device: torch.device = torch.device("cpu")):
+def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")):
     """(eager model in eval mode, checkpoint dict); UserError for anything that is not ours."""
     blob = _load(path, "checkpoint", f"train first: scripts/train.py --run.dir {Path(path).parent}")
     return _model_from(blob, Path(path)).to(device).eval(), blob
