@@ -16,6 +16,8 @@ from ffcv_resnet.data.betons import beton_path, verified
 from ffcv_resnet.data.loaders import load_all, subset_indices
 from ffcv_resnet.data.cifar import MEAN, STD
 
+WORKER_START = "forkserver"  # how the baseline's DataLoader workers start (see usual_loader)
+
 
 class InMemoryCifar(Dataset):
     """What torchvision.datasets.CIFAR10 does per item: PIL image from a uint8 array, transform."""
@@ -37,11 +39,17 @@ def usual_transform() -> T.Compose:
 
 def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
                  device: torch.device, workers: int = 0) -> DataLoader:
-    """Shuffled, drop_last, worker processes (default: up to 8), pinned memory on CUDA."""
+    """Shuffled, drop_last, worker processes (default: up to 8), pinned memory on CUDA.
+
+    The workers start from a fork server, not a fork of this process: the benchmarks run FFCV
+    in the same process, and a fork taken while its numba threads (one per core) are alive can
+    leave a worker holding a lock no thread will release (ffcv issue #292: DataLoader workers
+    segfaulting next to FFCV). The dataset travels to each worker once (persistent workers)."""
     workers = workers or min(8, os.cpu_count() or 1)
     return DataLoader(InMemoryCifar(images, labels, usual_transform()), batch_size=batch_size,
                       shuffle=True, drop_last=True, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=True)
+                      pin_memory=device.type == "cuda", persistent_workers=True,
+                      multiprocessing_context=WORKER_START)
 
 
 def training_subset(data_dir: Path, images: int) -> tuple[Path, np.ndarray | None]:

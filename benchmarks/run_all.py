@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,15 @@ import torch  # noqa: E402
 from benchmarks import (SUITES, bench_gradcam, bench_loader, bench_scaling,  # noqa: E402
                         bench_train)
 from benchmarks.common import RESULTS, ROOT, table, write_records  # noqa: E402
-from ffcv_resnet.config import option, parse  # noqa: E402
+from benchmarks.bench_gradcam import package_missing  # noqa: E402
+from benchmarks.estimates import estimate, probe  # noqa: E402
+from ffcv_resnet.config import option, parse, require_range  # noqa: E402
+from ffcv_resnet.data.betons import beton_path, verified  # noqa: E402
 from ffcv_resnet.data.options import DataConfig  # noqa: E402
 from ffcv_resnet.device import check_device, device_option, provenance, resolve_device, slug  # noqa: E402
 from ffcv_resnet.errors import UserError, cli  # noqa: E402
 from ffcv_resnet.io import atomic_write_bytes  # noqa: E402
+from ffcv_resnet.records import write_json  # noqa: E402
 
 SIZES = {  # (cpu, cuda)
     "batch_size": (64, 512), "loader_images": (4096, 50_000), "epoch_images": (512, 50_000),
@@ -41,10 +46,16 @@ class BenchConfig:
                                   ("on", "off"))
     batch_size: int = option(0, "batch size for every suite (0: 64 on the CPU, 512 on CUDA)")
     tag: str = option("", "suffix for the result files (e.g. a second run on the same device)")
+    budget_seconds: float = option(0.0, "skip (and name in the records) each suite whose "
+                                   "estimate (benchmarks/estimates.py) does not fit in what is "
+                                   "left of this many seconds; 0: run every suite chosen")
     out: str = option(str(RESULTS), "folder for the JSON records and the markdown table")
 
     def validate(self, prefix: str) -> None:
         check_device(prefix, self.device)
+        require_range(prefix, self, "scale", 0, low_open=True)
+        require_range(prefix, self, "budget_seconds", 0)
+        require_range(prefix, self, "batch_size", 0)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,6 @@ def prepare_times(source: str) -> tuple[list[dict], str]:
     """Converting `source` to betons from scratch, then the rerun that finds them up to date:
     in-process, and as a user runs it (scripts/prepare_data.py, a whole process, 3 times)."""
     import subprocess
-    import time
     from ffcv_resnet.data.convert import prepare
     records = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,13 +178,40 @@ def main() -> None:
             f"{info['git_sha']}; batch size {s['batch_size']}; median of {s['repeats']} repeats "
             f"after warm-up; `{' '.join(['benchmarks/run_all.py', *sys.argv[1:]])}`")
     tag = f"-{b.tag}" if b.tag else ""
+    if set(chosen) & {"loader", "epoch", "startup", "scaling"}:  # before any work
+        verified(beton_path(data_dir, "train"))
+    start, plan = time.perf_counter(), []  # the budget counts the probe too
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = probe(device, s["batch_size"])
+    print(f"probe: an eager fp32 training step costs {d.step * 1e3:.3f} ms per image")
+
+    def save_plan() -> None:  # after every suite: a killed run still says what it did
+        write_json(out_dir / f"bench-plan{tag}-{slug(info)}.json", {
+            **info, "command": " ".join(["benchmarks/run_all.py", *sys.argv[1:]]),
+            "budget_seconds": b.budget_seconds, "sizes": s, "compile_modes": modes,
+            "probe_step_seconds_per_image": d.step, "cores": d.cores, "suites": plan})
+
     for suite in chosen:
-        print(f"[{suite}]", flush=True)
+        est = estimate(suite, d, s, modes, b.startup_compile, package_missing() is None,
+                       torch.cuda.device_count() if device.type == "cuda" else 0)
+        left = b.budget_seconds - (time.perf_counter() - start)
+        if b.budget_seconds and est > left:
+            print(f"[{suite}] skipped: needs ~{est:.0f} s, {max(left, 0):.0f} s of the "
+                  f"{b.budget_seconds:.0f} s budget left", flush=True)
+            plan.append({"suite": suite, "estimated_seconds": est, "skipped": True,
+                         "seconds_left": max(left, 0.0)})
+            save_plan()
+            continue
+        print(f"[{suite}] (estimate ~{est:.0f} s)", flush=True)
+        t = time.perf_counter()
         records, md = runners[suite]()
         path = write_records(out_dir, suite + tag, info, records)
         atomic_write_bytes(path.with_suffix(".md"),
                            f"### {suite}\n\n{md}\n\nMeasured on {prov}. Records: "
                            f"`{path.name}`\n".encode())
+        plan.append({"suite": suite, "estimated_seconds": est, "skipped": False,
+                     "seconds": time.perf_counter() - t})
+        save_plan()
     out = out_dir / f"{slug(info)}{tag}.md"
     write_device_page(out_dir, slug(info), tag, info["device"])
     print(f"-> {out}")
@@ -192,6 +229,15 @@ def write_device_page(out_dir: Path, device_slug: str, tag: str, device: str) ->
         for r in (json.loads(records.read_text()) if records.is_file() else []):
             if r.get("device") and r["device"] not in devices:
                 devices.append(r["device"])
+    plan_path = out_dir / f"bench-plan{tag}-{device_slug}.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    skipped = [f"{x['suite']} (needed ~{x['estimated_seconds']:.0f} s, "
+               f"{x['seconds_left']:.0f} s of {plan['budget_seconds']:.0f} s left)"
+               for x in plan.get("suites", []) if x["skipped"]]
+    if skipped:
+        body += (f"\n\nSkipped by the latest run's time budget ({plan['date']}, git "
+                 f"{plan['git_sha']}): {', '.join(skipped)}; a table above of a skipped suite "
+                 "is an earlier run's, with its own date.\n")
     out = out_dir / f"{device_slug}{tag}.md"
     atomic_write_bytes(out, f"## Benchmarks on {', '.join(sorted(devices))}\n\n{body}".encode())
     return out

@@ -1,9 +1,14 @@
 """The benchmark suite runs end to end on the CPU at a tiny size and writes well-formed records."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 
-from conftest import run_script
+import pytest
+import torch
+
+from conftest import ROOT, run_script
 
 
 def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
@@ -49,3 +54,50 @@ def test_suite_rejects_unknown_suites(learnable_data, tmp_path):
     r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.suites",
                    "loader,speed", "--bench.out", tmp_path, timeout=120)
     assert r.returncode != 0 and "--bench.suites" in r.stderr
+
+
+def test_gradcam_suite_without_the_package_times_ours_and_names_the_gap(monkeypatch):
+    """The GPU machine's image lacks grad-cam and ttach: the suite must not import them, must
+    still time our rows, and must say which rows it left out."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_gradcam
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (
+        "pytorch_grad_cam", "ttach") else real(name, *a))
+    for name in [m for m in sys.modules if m.startswith(("pytorch_grad_cam", "ttach"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # any import of it fails
+    records, md = bench_gradcam.run(torch.device("cpu"), 4, 2, 1)
+    names = {r["name"] for r in records}
+    assert {"gradcam: ours batched", "scorecam: ours batched", "gradcam: ours one at a time",
+            "ROAD imputation alone: ours"} <= names
+    assert any(n.startswith("explain pass") for n in names)
+    assert not any("grad-cam" in n for n in names)
+    assert "Not run: the grad-cam package is not installed here" in md and "n/a" in md
+
+
+def test_a_budget_skips_and_names_the_suites_that_do_not_fit(learnable_data, tmp_path):
+    out = tmp_path / "results"
+    r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.out", out,
+                   "--bench.scale", "0.05", "--bench.batch_size", "8", "--bench.device", "cpu",
+                   "--bench.suites", "loader,train", "--bench.compile_modes", "default",
+                   "--bench.budget_seconds", "60", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    plan = json.loads((out / "bench-plan-cpu.json").read_text())
+    by = {x["suite"]: x for x in plan["suites"]}
+    # a CPU compile is estimated at minutes: the train suite with a compile mode cannot fit
+    assert by["train"]["skipped"] and by["train"]["estimated_seconds"] > 60
+    assert not by["loader"]["skipped"] and 0 < by["loader"]["seconds"] < 60
+    assert plan["budget_seconds"] == 60 and plan["probe_step_seconds_per_image"] > 0
+    assert not (out / "train-cpu.json").exists() and (out / "loader-cpu.json").exists()
+    assert "[train] skipped: needs ~" in r.stdout
+    assert "Skipped by the latest run's time budget" in (out / "cpu.md").read_text()
+    assert "train (needed ~" in (out / "cpu.md").read_text()
+
+
+@pytest.mark.parametrize("option", [("--bench.scale", "0"), ("--bench.budget_seconds", "-1")])
+def test_bad_sizes_are_refused_in_one_line(learnable_data, tmp_path, option):
+    r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.out",
+                   tmp_path, *option, timeout=120)
+    assert r.returncode == 2 and option[0] in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_script
 from ffcv_resnet.reproduce.stages import ReproduceConfig, reproduce
-from ffcv_resnet.reproduce.record import cross_seed, stats
+from ffcv_resnet.reproduce.record import by_cache, cross_seed, stats, summary
 
 
 def test_stats_and_cross_seed_errors():
@@ -16,6 +16,17 @@ def test_stats_and_cross_seed_errors():
     assert (s["min"], s["max"]) == (0.9, 0.94) and stats([1.0])["sd"] == 0.0
     c = cross_seed({0: [1, 2, 3], 1: [2, 3, 4], 2: [3, 2]})
     assert c["always_wrong"] == [2, 3] and c["sometimes_wrong"] == [1, 4]
+
+
+def test_cold_and_warm_start_ups_are_never_averaged_together():
+    seeds = [{"test_accuracy": 0.9, "train_seconds": 12.0, "images_per_second": 9e4,
+              "compile_seconds": c, "startup_seconds": c + 5, "compile_cache": cache}
+             for c, cache in ((40.0, "cold"), (6.0, "warm"), (8.0, "warm"))]
+    s = summary(seeds)
+    assert s["compile_seconds_cold"]["mean"] == 40.0 and s["compile_seconds_cold"]["n"] == 1
+    assert s["compile_seconds_warm"]["mean"] == 7.0 and s["startup_seconds_warm"]["n"] == 2
+    assert "compile_seconds" not in s and "compile_seconds_off" not in s
+    assert by_cache(s, "compile_seconds") == "40.00 (cold cache); 7.00 (warm cache, mean of 2)"
 
 
 def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path):
@@ -52,6 +63,14 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     assert record["explain"]["errors"] == len(errors[0]) and record["explain"]["explain_seconds"]
     assert (results / "loader-smoke-cpu.json").exists() and (results / "cpu-smoke.md").exists()
     assert record["skipped"] == [] and record["goals"] == {}
+    assert all(s["compile_cache"] == "off" for s in seeds)  # the CPU does not compile
+    import yaml  # every run compiles into the command's own cache, emptied at its start
+    config = yaml.safe_load((out / "seed-1" / "config.yaml").read_text())
+    assert config["training"]["compile_cache"] == str(out.resolve() / "compile-cache")
+    plan = record["bench"]["plan"]  # run_all's own account of each suite within its budget
+    assert [x["suite"] for x in plan] == ["loader", "gradcam"]
+    assert all(not x["skipped"] and x["seconds"] > 0 and x["estimated_seconds"] > 0
+               for x in plan)
     table = (results / "reproduce-smoke-cpu.md").read_text()
     assert "| default recipe, 1 epochs | 2 |" in table and "calibration reference-26ep" in table
 

@@ -76,6 +76,44 @@ def test_step_feeds_the_model_inputs_in_its_memory_format():
     assert seen == [True, False]
 
 
+class _OneOutputBuffer(torch.nn.Module):
+    """A model that, like one compiled with CUDA graphs, returns the same fp32 output buffer
+    from every call, rewritten by the next one."""
+
+    def __init__(self, reuse: bool):
+        super().__init__()
+        self.reuse, self.weight = reuse, torch.nn.Parameter(torch.randn(3 * 32 * 32, 10))
+        self.register_buffer("out", torch.zeros(0))
+
+    def forward(self, x):
+        logits = x.flatten(1) @ self.weight
+        if not self.reuse:
+            return logits
+        if self.out.shape != logits.shape:
+            self.out = torch.zeros_like(logits)
+        return self.out.copy_(logits)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "flip_translate"])
+def test_evaluation_keeps_no_output_buffer_the_next_call_rewrites(tta):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    fresh, reused = _OneOutputBuffer(False), _OneOutputBuffer(True)
+    reused.load_state_dict(fresh.state_dict())
+    expected = predict(fresh, images, batch_size=4, tta=tta)
+    assert torch.equal(predict(reused, images, batch_size=4, tta=tta), expected)
+
+
+def test_compile_uses_static_shapes(monkeypatch):
+    """Training and evaluation batches differ: each must get a static graph, not a recompiled
+    symbolic-batch one (Dynamo's automatic dynamic shapes)."""
+    from ffcv_resnet.training.loop import prepare_model
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: calls.append(kw) or m)
+    prepare_model(resnet18(), TrainConfig(compile="on", compile_mode="reduce-overhead"), CPU)
+    assert calls == [{"mode": "reduce-overhead", "dynamic": False}]
+
+
 def test_warm_up_restores_weights_and_optimiser_exactly():
     cfg = TrainConfig(batch_size=4, precision="fp32", compile="off")
     model = resnet18()

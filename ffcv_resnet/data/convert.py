@@ -137,6 +137,8 @@ def write_beton(path: Path, split: Split, workers: int = 0) -> str:
     returns its SHA-256. An interrupt stops every writer process and removes the temporary."""
     import torch
     threads = torch.get_num_threads()
+    from .ffcv_shim import distutils_for_ffcv
+    distutils_for_ffcv()  # before ffcv: no distutils on Python 3.12
     from ffcv.fields import IntField, RGBImageField  # import ffcv resets torch's thread count
     from ffcv.writer import DatasetWriter
 

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from .betons import verified
+from .ffcv_shim import distutils_for_ffcv
 from ..errors import DataError
 
 _THREADS = torch.get_num_threads()
+distutils_for_ffcv()  # before ffcv: no distutils on Python 3.12
 from ffcv.fields.basics import IntDecoder  # noqa: E402  (import ffcv resets torch threads)
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
@@ -61,10 +63,20 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
             raise DataError(f"{path}: indices must be a non-empty list within 0..{n - 1}")
     check_order(order, 2 if distributed else 1)
     device = torch.device(device)  # ToDevice wants a torch.device, not a string
+    # Blocking copies to the device. FFCV 1.0.2 (loader/epoch_iterator.py) decodes batch k into
+    # host slot k % (batches_ahead + 2) and copies it on that slot's stream; the CUDA event it
+    # waits on before reusing a slot is a device-side wait (`event.wait()` on the slot's
+    # stream), which keeps the device slot safe, while nothing on the host waits before the
+    # decoder rewrites the pinned host slot. Our training loop never syncs, so a GPU running
+    # batches_ahead + 2 batches behind would leave a copy pending on a slot whose pixels are
+    # already the next batch's: a batch trained on another batch's images. A blocking copy
+    # returns only when it is done, so the host slot is free when the decoder comes back to it;
+    # the wait is in FFCV's producer thread (back-pressure when the GPU is behind), never in the
+    # training loop.
     pipelines = {
-        "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=True),
+        "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=False),
                   ToTorchImage(channels_last=True)],
-        "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=True)],
+        "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=False)],
     }
     loader = Loader(str(path), batch_size=batch_size, num_workers=workers or os.cpu_count() or 1,
                     order=ORDERS[order], os_cache=os_cache, drop_last=drop_last, seed=seed,

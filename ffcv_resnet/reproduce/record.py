@@ -13,11 +13,28 @@ from ..device import slug
 GOALS = {"train_seconds": 12.0, "explain_seconds": 2.0}
 
 
+CACHE = {"cold": "(cold cache)", "warm": "(warm cache)", "off": "(no compile)"}
+
+
 def stats(values: list[float]) -> dict:
     """n, mean, standard deviation (0 for one value), min and max."""
     return {"n": len(values), "mean": statistics.fmean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values)}
+
+
+def summary(seeds: list[dict]) -> dict:
+    """Statistics over the seeds; warm-up and first-step seconds apart for the runs whose
+    compile found the cache cold, warm, or did not compile (never averaged together)."""
+    if not seeds:
+        return {}
+    out = {k: stats([s[k] for s in seeds]) for k in (
+        "test_accuracy", "train_seconds", "images_per_second")}
+    for cache in CACHE:
+        group = [s for s in seeds if s["compile_cache"] == cache]
+        for k in ("compile_seconds", "startup_seconds") if group else ():
+            out[f"{k}_{cache}"] = stats([s[k] for s in group])
+    return out
 
 
 def cross_seed(errors: dict[int, list[int]]) -> dict:
@@ -54,6 +71,18 @@ def goals(record: dict) -> dict:
     return out
 
 
+def by_cache(summary: dict, key: str) -> str:
+    """A start-up figure of the seeds, cold and warm compile caches apart (never averaged
+    together): "41.20 (cold cache); 6.10 (warm cache, mean of 2)"."""
+    parts = []
+    for cache in CACHE:
+        v = summary.get(f"{key}_{cache}")
+        if v:
+            more = f", mean of {v['n']}" if v["n"] > 1 else ""
+            parts.append(f"{v['mean']:.2f} {CACHE[cache][:-1]}{more})")
+    return "; ".join(parts) or "-"
+
+
 def write_record(record: dict, results: Path) -> tuple[Path, Path]:
     """reproduce-<device>.json and its markdown table in `results`."""
     results.mkdir(parents=True, exist_ok=True)
@@ -78,21 +107,22 @@ def markdown(r: dict) -> str:
              f"Data: {r['data']['source_kind']} ({Path(r['data']['source']).name}), "
              f"{r['data']['counts']['train']:,} train / {r['data']['counts']['test']:,} test"
              f"{' (smoke subsets)' if r['smoke'] else ''}. Command: `{r['command']}`.", "",
-             "| run | seeds | test accuracy mean ± sd (min–max) | train s mean | compile s mean "
-             "| first step s mean | img/s mean |", "|---|---|---|---|---|---|---|"]
+             "| run | seeds | test accuracy mean ± sd (min–max) | train s mean | warm-up s "
+             "| first step s | img/s mean |", "|---|---|---|---|---|---|---|"]
     if not s and not r.get("calibration"):
         lines = lines[:-2] + ["No run was trained."]
     if s:
         a = s["test_accuracy"]
         lines.append(f"| default recipe, {r['seeds'][0]['epochs']} epochs | {a['n']} | {f(a['mean'], 1)} ± {f(a['sd'], 1)} "
                      f"({f(a['min'], 1)}–{f(a['max'], 1)}) | {f(s['train_seconds']['mean'])} | "
-                     f"{f(s['compile_seconds']['mean'])} | {f(s['startup_seconds']['mean'])} | "
+                     f"{by_cache(s, 'compile_seconds')} | {by_cache(s, 'startup_seconds')} | "
                      f"{s['images_per_second']['mean']:,.0f} |")
     c = r.get("calibration")
     if c:
         lines.append(f"| calibration {Path(c['recipe']).name}, {c['epochs']} epochs | 1 | {f(c['test_accuracy'], 1)}"
-                     f" | {f(c['train_seconds'])} | {f(c['compile_seconds'])} | "
-                     f"{f(c['startup_seconds'])} | {c['images_per_second']:,.0f} |")
+                     f" | {f(c['train_seconds'])} | {f(c['compile_seconds'])} "
+                     f"{CACHE[c.get('compile_cache', 'off')]} | {f(c['startup_seconds'])} | "
+                     f"{c['images_per_second']:,.0f} |")
     for name, v in (r.get("vs_calibration") or {}).items():
         if v:
             who = "seed 0" if name == "seed_0" else "the seeds"
@@ -103,6 +133,15 @@ def markdown(r: dict) -> str:
                   f"{e['cams_seconds']:.3f} s for the maps of {len(e['methods'])} methods, "
                   f"{e['scores_seconds']:.3f} s for {len(e['metrics'])} scores of "
                   f"{e['scored']} errors; rendering {e['render_seconds']:.1f} s."]
+    if r.get("bench") and r["bench"].get("plan"):
+        b = r["bench"]
+        ran = [f"{x['suite']} {x['seconds']:.0f} s (estimated {x['estimated_seconds']:.0f})"
+               for x in b["plan"] if not x["skipped"]]
+        skipped = [f"{x['suite']} (needed ~{x['estimated_seconds']:.0f} s)"
+                   for x in b["plan"] if x["skipped"]]
+        lines += ["", f"Benchmarks within {b['budget_seconds']:.0f} s: "
+                  + (", ".join(ran) or "none ran")
+                  + (f"; skipped: {', '.join(skipped)}" if skipped else "") + "."]
     cs = r["cross_seed"]
     lines += ["", f"Across seeds {cs['seeds']}: {len(cs['always_wrong'])} test images are always "
               f"wrong, {len(cs['sometimes_wrong'])} only sometimes."]

@@ -11,7 +11,9 @@ on disk. The exit status is 1 when any stage failed.
 """
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,15 +34,18 @@ from ..records import read_json
 from ..run_folder import ERRORS, EXPLAIN_JSON, METRICS, RunFolder, enclosing_run
 from ..training.runner import parse_config
 from .preflight import preflight
-from .record import bundle, cross_seed, goals, stats, write_record
+from .record import bundle, cross_seed, goals, summary, write_record
 
 ROOT = PROJECT_ROOT  # explain.py, train.py and the benchmarks run from here
 SMOKE = {"train_subset": 256, "test_subset": 100}  # CPU smoke mode: tiny subsets, 1 epoch
 # what the budget assumes a stage takes before one like it has been timed
 FIRST_SEED_SECONDS = {"smoke": 30.0, "cuda": 120.0, "cpu": 3600.0}
 EXPLAIN_SECONDS = {"smoke": 60.0, "cuda": 45.0, "cpu": 300.0}
-BENCH_SECONDS = {"smoke": 90.0, "cuda": 150.0, "cpu": 900.0}
-BENCH_SUITES = {"smoke": "loader,gradcam", "cuda": "loader,gradcam,train,epoch", "cpu": ""}
+BENCH_SECONDS = {"smoke": 90.0, "cuda": 150.0, "cpu": 900.0}  # the most the benchmarks get
+BENCH_MIN_SECONDS = 30.0  # less than this left: the benchmark stage is skipped
+# in order: the suites run_all tries, each only when its estimate fits what is left
+BENCH_SUITES = {"smoke": "loader,gradcam", "cuda": "loader,gradcam,train,startup,epoch",
+                "cpu": ""}
 
 
 class StageFailed(UserError):
@@ -154,6 +159,9 @@ class Reproduction:
         self.logs.mkdir(parents=True, exist_ok=True)
         results.mkdir(parents=True, exist_ok=True)
         self.compile_off = False  # set when preflight finds compile broken
+        self.compile_cache = out / "compile-cache"
+        shutil.rmtree(self.compile_cache, ignore_errors=True)
+        self.compiled_before = False  # has a run of this command filled the cache?
         self.record = {**provenance(device), "command": " ".join(sys.argv), "smoke": rc.smoke,
                        "budget_minutes": rc.budget_minutes, "stages": [], "failed": [],
                        "seeds": [], "disabled": [name for name, on in (
@@ -166,9 +174,7 @@ class Reproduction:
     def save(self) -> tuple[Path, Path]:
         r = self.record
         seeds = r["seeds"]
-        r["summary"] = {k: stats([s[k] for s in seeds]) for k in (
-            "test_accuracy", "train_seconds", "compile_seconds", "startup_seconds",
-            "images_per_second")} if seeds else {}
+        r["summary"] = summary(seeds)
         r["cross_seed"] = cross_seed({s["seed"]: s["error_indices"] for s in seeds})
         r["goals"] = {} if self.rc.smoke else goals(r)
         r["skipped"] = self.budget.skipped
@@ -216,21 +222,29 @@ class Reproduction:
             return None
         m = read_json(run_dir / METRICS, "metrics")
         errors = read_json(run_dir / ERRORS, "errors file")["errors"]
+        # a fresh process each; its compile found this command's cache empty or filled by an
+        # earlier run (graphs of the same shapes for the seeds, others for the calibration)
+        cache = "off" if m["compile"] != "on" else ("warm" if self.compiled_before else "cold")
+        self.compiled_before |= m["compile"] == "on"
         say(f"[{stage}] test accuracy {m['test_accuracy']:.2%}, training "
-            f"{m['train_seconds']:.1f} s, warm-up {m['compile_seconds']:.1f} s")
+            f"{m['train_seconds']:.1f} s, warm-up {m['compile_seconds']:.1f} s"
+            f"{f' ({cache} compile cache)' if cache != 'off' else ''}")
         return {"run_dir": str(run_dir), "log": str(log), "seed": m["seed"],
                 "test_accuracy": m["test_accuracy"], "errors": m["errors"],
                 "epochs": m["epochs"], "train_seconds": m["train_seconds"],
                 "compile_seconds": m["compile_seconds"], "compile": m["compile"],
+                "compile_cache": cache,
                 "startup_seconds": m["startup_seconds"],
                 "images_per_second": m["images_per_second"], "total_seconds": m["total_seconds"],
                 "error_indices": sorted(e["index"] for e in errors),
                 **({"retried": retried} if retried else {})}
 
     def common(self) -> list[str]:
-        """The options every training run gets."""
+        """The options every training run gets; one compile cache for this command, emptied
+        at its start, so the first run's compile is cold and the record can say which were
+        warm."""
         args = ["--data.dir", str(self.data_dir), "--training.device", self.rc.device,
-                "--run.progress", "off"]
+                "--run.progress", "off", "--training.compile_cache", str(self.compile_cache)]
         if self.rc.smoke:
             counts = self.record["data"]["counts"]
             args += ["--data.train_subset", str(min(SMOKE["train_subset"], counts["train"])),
@@ -312,22 +326,33 @@ class Reproduction:
             f"{self.record['explain']['scores_seconds']:.2f} s")
 
     def bench(self) -> None:
-        if not self.budget.fits("bench", BENCH_SECONDS[self.kind]):
+        """The benchmark subset with at most BENCH_SECONDS of the budget: run_all estimates
+        each suite from its sizes on this device and skips (and names) those that do not fit."""
+        if not self.budget.fits("bench", BENCH_MIN_SECONDS):
             return
-        say("[bench]")
+        seconds = min(BENCH_SECONDS[self.kind], self.budget.left())
+        say(f"[bench] within {seconds:.0f} s")
         suites = BENCH_SUITES[self.kind]
         extra = (["--bench.suites", suites] if suites else []) + (
             ["--bench.scale", "0.05", "--bench.tag", "smoke"] if self.rc.smoke else [])
         if self.device.type == "cuda":  # the compile-mode autotuning takes minutes: not here
             extra += ["--bench.compile_modes", "default"]
+        plan = self.results / f"bench-plan{'-smoke' if self.rc.smoke else ''}-" \
+                              f"{slug(self.record)}.json"
+        plan.unlink(missing_ok=True)  # an earlier command's plan is not this one's
         code, log = self.run("bench", [
             "benchmarks/run_all.py", "--data.dir", str(self.data_dir), "--bench.device",
-            self.rc.device, "--bench.out", str(self.results), *extra])
+            self.rc.device, "--bench.out", str(self.results), "--bench.budget_seconds",
+            f"{seconds:.0f}", *extra])
+        ran = read_json(plan, "benchmark plan")["suites"] if plan.is_file() else []
+        self.record["bench"] = {"results": str(self.results), "suites": suites or "all",
+                                "budget_seconds": seconds, "plan": ran, "log": str(log)}
         if code:
             self.failed("bench", f"exit {code}: {_last_error(log)}", log)
             return
-        self.record["bench"] = {"results": str(self.results), "suites": suites or "all",
-                                "log": str(log)}
+        for x in ran:
+            if x["skipped"]:
+                say(f"[bench] skipped {x['suite']}: needs ~{x['estimated_seconds']:.0f} s")
 
 
 def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, Path, Path]:
@@ -336,6 +361,7 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     device = resolve_device(rc.device)
     # absolute paths: explain.py and the benchmarks run from the repository root
     out, results, data_dir = Path(rc.out).resolve(), Path(rc.results).resolve(), data_dir.resolve()
+    _check_ffcv()
     recipe = _calibration_recipe(rc.calibration)
     _check_folders(out, results, 2 if rc.smoke else rc.seeds)
     if rc.train_args:
@@ -381,6 +407,18 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
         raise StageFailed(f"{len(r.record['failed'])} stage(s) failed ({stages}); each is "
                           f"recorded with its error and log in {json_path}")
     return r.record, json_path, md_path
+
+
+def _check_ffcv() -> None:
+    """ffcv's loader and writer import here (on Python 3.12 through data/ffcv_shim.py), or one
+    line says why, before anything is spent."""
+    try:
+        importlib.import_module("ffcv_resnet.data.loaders")  # ffcv.loader, through the shim
+        importlib.import_module("ffcv.writer")
+    except Exception as e:  # noqa: BLE001 (an ImportError, or a broken build's OSError)
+        text = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"ffcv cannot be imported here ({type(e).__name__}: {text}); run "
+                        "`python3 -c 'import ffcv.loader'` to see why") from None
 
 
 def _calibration_recipe(name: str) -> str:

@@ -10,10 +10,18 @@ from ..model import eval_mode
 from ..precision import TTA, autocast
 
 
+def owned(logits: torch.Tensor) -> torch.Tensor:
+    """Float32 logits that no later call of the model can overwrite. A model compiled with CUDA
+    graphs (reduce-overhead, max-autotune) returns its graph's own output buffer, which its
+    next call rewrites; `.float()` copies a bf16 output but is a no-op on an fp32 one, so
+    an fp32 output is cloned."""
+    return logits.clone() if logits.dtype == torch.float32 else logits.float()
+
+
 def _mirrored(model: nn.Module, x: torch.Tensor,
               plain: torch.Tensor | None = None) -> torch.Tensor:
-    plain = model(x).float() if plain is None else plain
-    return (plain + model(x.flip(3)).float()) / 2
+    plain = owned(model(x)) if plain is None else plain
+    return (plain + owned(model(x.flip(3)))) / 2
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
@@ -22,8 +30,9 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str,
     mirror (flip); or half that plus half the same for the image shifted one pixel up-left and
     one down-right, reflect-padded (flip_translate, as the published fast ResNet-18 recipe).
     `plain`: the un-augmented view's float logits when a caller has them (Grad-CAM's forward),
-    so that only the other views run."""
-    plain = model(x).float() if plain is None else plain
+    so that only the other views run. The result is never a buffer the next call of the model
+    rewrites (see `owned`)."""
+    plain = owned(model(x)) if plain is None else plain
     if tta == "none":
         return plain
     logits = _mirrored(model, x, plain)

@@ -50,7 +50,11 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device,
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else
              torch.contiguous_format)
     runner = wrap(model)
-    return torch.compile(runner, mode=cfg.compile_mode) if cfg.compile == "on" else runner
+    # static shapes: the model sees the training batch and the (padded) evaluation batch; with
+    # Dynamo's automatic dynamic shapes the second size would recompile into a symbolic-batch
+    # graph, slower and not the one warm-up timed. Each shape gets its own static graph instead.
+    return torch.compile(runner, mode=cfg.compile_mode, dynamic=False) \
+        if cfg.compile == "on" else runner
 
 
 @dataclass
