@@ -21,7 +21,7 @@ from benchmarks.bench_gradcam import package_missing  # noqa: E402
 from benchmarks.estimates import estimate, probe  # noqa: E402
 from ffcv_resnet.config import option, parse, require_range  # noqa: E402
 from ffcv_resnet.data.betons import beton_path, verified  # noqa: E402
-from ffcv_resnet.data.options import DataConfig  # noqa: E402
+from ffcv_resnet.data.options import BenchData  # noqa: E402
 from ffcv_resnet.device import check_device, device_option, provenance, resolve_device, slug  # noqa: E402
 from ffcv_resnet.errors import UserError, cli  # noqa: E402
 from ffcv_resnet.io import atomic_write_bytes  # noqa: E402
@@ -61,7 +61,7 @@ class BenchConfig:
 @dataclass(frozen=True)
 class BenchSettings:
     """benchmarks/run_all.py's options."""
-    data: DataConfig
+    data: BenchData
     bench: BenchConfig
 
 

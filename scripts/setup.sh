@@ -6,14 +6,22 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 
-if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+# What building ffcv from source and making .venv need: a C compiler, Python's headers, venv
+# with pip, pkg-config and the OpenCV and libjpeg-turbo headers.
+need=()
+command -v cc >/dev/null || need+=(build-essential)
+"$PYTHON" -c "import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" 2>/dev/null \
+  || need+=(python3-dev)
+"$PYTHON" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+pkg-config --exists opencv4 libturbojpeg 2>/dev/null || need+=(pkg-config libopencv-dev libturbojpeg0-dev)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing pkg-config libopencv-dev libturbojpeg0-dev (ffcv builds against them)"
+    echo "setup: installing ${need[*]} (ffcv builds from source against them)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libopencv-dev libturbojpeg0-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "setup: ffcv needs pkg-config, OpenCV and libjpeg-turbo headers; install them first:" >&2
-    echo "  sudo apt-get install pkg-config libopencv-dev libturbojpeg0-dev" >&2
+    echo "setup: building ffcv needs ${need[*]}; install them first:" >&2
+    echo "  sudo apt-get install ${need[*]}" >&2
     exit 1
   fi
 fi
@@ -35,13 +43,15 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if [ ! -f .venv/.installed ] || [ setup.py -nt .venv/.installed ]; then
+# .venv/.installed holds the torch spec it was made with: a new TORCH_SPEC reinstalls torch
+if [ ! -f .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
+    || [ "$(cat .venv/.installed)" != "$TORCH_SPEC" ]; then
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, torchvision, ffcv, fastargs, pytorch_grad_cam" \
     || { echo "setup: installation failed (see pip's output above)" >&2; exit 1; }
-  touch .venv/.installed
+  printf '%s' "$TORCH_SPEC" > .venv/.installed
 fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,6 +1,7 @@
 """Sources -> betons -> loaders: exact round trips, order, reruns, and every kind of bad input."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -49,7 +50,7 @@ def test_indices_load_the_chosen_images_in_the_given_order(sources, tiny, tmp_pa
         load_all(beton_path(tmp_path / "d", "test"), CPU, indices=[0, 20])
 
 
-def test_rerun_does_nothing_and_force_rebuilds(sources, tmp_path):
+def test_rerun_does_nothing_and_force_rebuilds(sources, tmp_path, monkeypatch):
     d, src = tmp_path / "d", str(sources["python-archive"])
     prepare(d, src, log=lambda *_: None)
     stamp = os.stat(beton_path(d, "train")).st_mtime_ns
@@ -60,6 +61,19 @@ def test_rerun_does_nothing_and_force_rebuilds(sources, tmp_path):
     assert os.stat(beton_path(d, "train")).st_mtime_ns == stamp
     prepare(d, src, force=True, log=lambda *_: None)
     assert os.stat(beton_path(d, "train")).st_mtime_ns != stamp
+    # force with no source: rebuilt from the recorded one, never a download (offline here)
+    stamp, said = os.stat(beton_path(d, "train")).st_mtime_ns, []
+    import ffcv_resnet.data.convert as convert
+    monkeypatch.setattr(convert, "download", lambda *_: pytest.fail(
+        "--data.force downloaded instead of rebuilding"))
+    prepare(d, "", force=True, log=said.append)
+    assert os.stat(beton_path(d, "train")).st_mtime_ns != stamp
+    assert f"rebuilding from {src} (--data.force)" in said
+    meta = json.loads((d / "cifar10.json").read_text())
+    meta["source"]["path"] = str(tmp_path / "gone.tar.gz")
+    (d / "cifar10.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="--data.force: the betons' source .*gone.tar.gz is gone"):
+        prepare(d, "", force=True, log=said.append)
 
 
 def test_changed_or_damaged_betons_are_rebuilt(sources, tmp_path):

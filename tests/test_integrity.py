@@ -189,10 +189,13 @@ def test_nested_and_misplaced_images_are_errors_litter_is_counted(tmp_path, tiny
     (root / "train/cat/.DS_Store").write_bytes(b"\0")
     (root / "train/__MACOSX").mkdir()
     (root / "train/__MACOSX/._0001.png").write_bytes(b"\0")
+    (root / "README.md").write_text("outside the splits: skipped, and counted")
+    (root / "extras").mkdir()
+    (root / "extras/notes.txt").write_text("so is this")
     said = []
     meta = prepare(tmp_path / "d", str(root), log=said.append)
     assert meta["counts"] == {"train": 30, "test": 20}
-    assert any("skipped 2 files" in s for s in said)
+    assert any("skipped 4 files" in s for s in said), said
     nested = root / "train/cat/more"
     nested.mkdir()
     Image.fromarray(tiny["train"].images[0]).save(nested / "x.png")
@@ -347,6 +350,10 @@ def test_odd_keys_links_and_unusable_data_folders_are_one_line_errors(tmp_path, 
     root = write_image_folder(tmp_path / "imgs", tiny)
     (root / "train/cat/extra.png").symlink_to(root / "train/cat/0009.png")
     with pytest.raises(DataError, match="a symbolic link"):
+        prepare(tmp_path / "d", str(root), **QUIET)
+    (root / "train/cat/extra.png").unlink()
+    os.mkfifo(root / "fifo")  # a special file, even outside the splits: refused, not skipped
+    with pytest.raises(DataError, match="fifo: a special file"):
         prepare(tmp_path / "d", str(root), **QUIET)
 
 

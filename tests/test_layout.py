@@ -97,3 +97,18 @@ def test_the_walk_sees_an_import_against_the_flow(tmp_path, monkeypatch):
         assert "ffcv_resnet.data.sneaky imports ffcv_resnet.training.loop" in str(e)
     else:
         raise AssertionError("an import against the flow went unseen")
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    """The README links the reference pages in docs/; a moved or renamed page must not leave a
+    dead link (an image included)."""
+    import re
+    from conftest import ROOT
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 5
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text) + re.findall(r'src="([^"]+)"', text):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name}: dead link {target}"

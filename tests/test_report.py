@@ -241,3 +241,17 @@ def test_screenshot_modes_without_a_browser(monkeypatch, tmp_path):
     line = browser.screenshot_report(tmp_path / "report.html", stale, "r", "auto",
                                      browser.screenshot_skipped("auto"))
     assert line.startswith("screenshot: none (no chromium") and not stale.exists()
+
+
+def test_screenshot_on_without_a_browser_is_refused_before_any_work(monkeypatch, tmp_path):
+    """The run is not even read: an empty folder would otherwise fail as 'no run here'."""
+    from ffcv_resnet.explain import browser
+    from ffcv_resnet.explain.explain import ExplainSettings, explain_run
+    from ffcv_resnet.config import parse
+    from ffcv_resnet.errors import UserError
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    (tmp_path / "run").mkdir()
+    cfg = parse(ExplainSettings, ["--run.dir", str(tmp_path / "run"), "--data.dir",
+                                  str(tmp_path / "nowhere"), "--explain.screenshot", "on"])
+    with pytest.raises(UserError, match="^--explain.screenshot on: .*no chromium"):
+        explain_run(cfg)

@@ -3,6 +3,7 @@ that fails, one run per folder, and resume after SIGKILL that ends where the uni
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -126,6 +127,13 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_epoch(learnable_data, 
     with pytest.raises(TrainingFailed, match="diverged in epoch 2") as e:
         _train_in_process(learnable_data, run_dir)
     assert "1 epoch(s) completed" in str(e.value) and "last.pt holds epoch 1" in str(e.value)
+    # docs/training.md's failure table shows this very line (numbers and the path aside)
+    shown = re.search(r"`(error: training diverged in epoch [^`]*)`",
+                      (ROOT / "docs" / "training.md").read_text()).group(1)
+
+    def shape(line):
+        return re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "N", re.sub(r"\S*last\.pt", "PATH", line))
+    assert shape(shown) == shape(f"error: {e.value}")
     assert TrainingFailed.exit_code == 3
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.pt").exists()
     state = torch.load(run_dir / "last.pt", weights_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -173,11 +174,16 @@ def test_resident_loader_path_trains_too(learnable_data, tmp_path):
     (["--training.epochs", "2.5"], "bad value '2.5' for --training.epochs"),
     (["--training.epocs", "3"], "unrecognized arguments: --training.epocs"),
     (["--data.dir", "/nonexistent"], "no cifar10.json"),
+    (["--training.momentum", "0"], "--training.momentum"),  # Nesterov needs momentum > 0
+    (["--training.momentum", "1"], "--training.momentum"),
+    (["--data.source", "x.tar.gz"], "unrecognized arguments: --data.source"),  # prepare's
+    (["--data.force", "true"], "unrecognized arguments: --data.force"),
 ])
 def test_bad_config_exits_non_zero_with_one_line(args, message, learnable_data, tmp_path):
     base = ["--data.dir", learnable_data, "--run.dir", tmp_path / "r"]
     r = run_script("scripts/train.py", *base, *args, timeout=120)
-    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -216,3 +222,22 @@ def test_help_lists_every_option_with_its_default():
     text = text[text.index("options:"):]  # the option list, after the usage line
     precision = text[text.index("--training.precision"):text.index("--training.channels_last")]
     assert "(default: 20)" in text and "(default: 'auto')" in precision  # not a resolved value
+
+
+@pytest.mark.parametrize("script,takes,not_taken", [
+    ("scripts/train.py", ["--data.dir", "--data.loader", "--data.workers", "--data.train_subset"],
+     ["--data.source", "--data.force"]),
+    ("scripts/explain.py", ["--data.dir"], ["--data.source", "--data.force", "--data.loader",
+                                            "--data.workers", "--data.order", "--data.os_cache",
+                                            "--data.train_subset", "--data.test_subset"]),
+    ("scripts/compare.py", ["--data.dir"], ["--data.source", "--data.loader", "--data.workers"]),
+    ("scripts/prepare_data.py", ["--data.dir", "--data.source", "--data.force", "--data.workers"],
+     ["--data.loader", "--data.train_subset"]),
+    ("scripts/reproduce.py", ["--data.dir", "--data.source"], ["--data.force", "--data.loader"]),
+])
+def test_each_script_declares_only_the_data_options_it_uses(script, takes, not_taken):
+    """A strict parser must refuse an option that would do nothing."""
+    r = run_script(script, "--help", timeout=120)
+    assert r.returncode == 0, r.stderr
+    offered = set(re.findall(r"--data\.\w+", r.stdout))
+    assert set(takes) <= offered and not offered & set(not_taken), offered

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import option, require_range
-from ..data.options import DataConfig
+from ..data.options import DataDir
 from ..device import check_device, device_option
 from ..errors import UserError
 from ..training.runner import RESUMABLE
@@ -43,7 +43,7 @@ class CompareConfig:
 @dataclass(frozen=True)
 class CompareSettings:
     """scripts/compare.py's options."""
-    data: DataConfig
+    data: DataDir
     compare: CompareConfig
 
 

@@ -206,6 +206,13 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
         pass  # a read-only folder can still hold betons that are up to date
     meta = read_metadata(data_dir)
     problem = damage(data_dir, meta) if meta else None
+    if not source and meta and force:  # rebuild from the source they were built from
+        recorded = Path(meta["source"]["path"])
+        if not recorded.exists():
+            raise DataError(f"--data.force: the betons' source {recorded} is gone: rebuild with "
+                            "--data.source SOURCE")
+        log(f"rebuilding from {recorded} (--data.force)")
+        source = str(recorded)
     if not source and meta and not force:
         if problem is None:
             log(f"{data_dir}: betons up to date (from {meta['source']['path']}); nothing to do "

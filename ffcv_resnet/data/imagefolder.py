@@ -117,13 +117,15 @@ def read_image_folder(root: Path, log=print) -> dict[str, Split]:
     layout = _Layout(str(root))
 
     def items() -> Iterator[tuple[str, bytes]]:
-        for split in SPLITS:
-            for path in sorted((root / split).rglob("*")):
-                name = path.relative_to(root).as_posix()
-                if path.is_symlink():
-                    raise DataError(f"{path}: a symbolic link (only regular files are read)")
-                if not path.is_file() or not layout.wanted(name):
-                    continue
+        for path in sorted(root.rglob("*")):  # everything: what lies outside the splits counts
+            name = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise DataError(f"{path}: a symbolic link (only regular files are read)")
+            if path.is_dir():
+                continue
+            if not path.is_file():
+                raise DataError(f"{path}: a special file (only regular files are read)")
+            if layout.wanted(name):
                 if path.stat().st_size > MAX_IMAGE_FILE_BYTES:
                     raise DataError(f"{path}: {path.stat().st_size} bytes, too large for a "
                                     "32x32 image")

@@ -1,5 +1,7 @@
-"""The data options (--data.*): where the betons live, where they come from, how training
-batches reach the device."""
+"""The data options (--data.*), each script taking only those it uses: where the betons live
+(every script), where they come from (prepare_data.py, reproduce.py, the benchmarks), how
+training batches reach the device (train.py). A strict parser then refuses an option that
+would do nothing."""
 from __future__ import annotations
 
 import os
@@ -8,16 +10,82 @@ from dataclasses import dataclass
 from ..config import option, require, require_range
 
 
+def _dir():
+    return option("data", "folder of train.beton, test.beton and cifar10.json", resumable=True)
+
+
+def _source():
+    return option("", "CIFAR-10 source: cifar-10-python.tar.gz, cifar-10-batches-py/, an image "
+                  "folder or its .tar/.tar.gz; empty: the source the betons were built from "
+                  "(or, with no betons yet, the official archive, downloaded)")
+
+
+def _workers():
+    return option(0, "CPU threads for writing and loading (0: all cores; under torchrun, "
+                  "shared among the processes of a machine)", resumable=True)
+
+
+def _check_dir(prefix: str, cfg) -> None:
+    require(bool(cfg.dir.strip()), f"{prefix}.dir", cfg.dir, "a folder")
+
+
+def _check_workers(prefix: str, cfg) -> None:
+    cores = os.cpu_count() or 1
+    require(0 <= cfg.workers <= cores, f"{prefix}.workers", cfg.workers,
+            f"0 (all cores) to {cores}, this machine's cores")
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Data: where the betons live"""
+    dir: str = _dir()
+
+    def validate(self, prefix: str) -> None:
+        _check_dir(prefix, self)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Data: where the betons live and where they come from"""
+    dir: str = _dir()
+    source: str = _source()
+
+    def validate(self, prefix: str) -> None:
+        _check_dir(prefix, self)
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """Data: where the betons live, where they come from (the prepare suite) and the loaders'
+    threads"""
+    dir: str = _dir()
+    source: str = _source()
+    workers: int = _workers()
+
+    def validate(self, prefix: str) -> None:
+        _check_dir(prefix, self)
+        _check_workers(prefix, self)
+
+
+@dataclass(frozen=True)
+class PrepareData:
+    """Data: where the betons go and where they come from"""
+    dir: str = _dir()
+    source: str = _source()
+    force: bool = option(False, "rebuild the betons even when they are up to date (from "
+                         "--data.source, or the source they were built from)")
+    workers: int = _workers()
+
+    def validate(self, prefix: str) -> None:
+        _check_dir(prefix, self)
+        _check_workers(prefix, self)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Data: where the betons live and how training batches reach the device"""
-    dir: str = option("data", "folder of train.beton, test.beton and cifar10.json",
-                      resumable=True)
-    source: str = option("", "CIFAR-10 source: cifar-10-python.tar.gz, cifar-10-batches-py/, an "
-                         "image folder or its .tar/.tar.gz; empty: download the official archive")
-    force: bool = option(False, "rebuild the betons even when they are up to date")
-    workers: int = option(0, "CPU threads for writing and loading (0: all cores; under "
-                          "torchrun, shared among the processes of a machine)", resumable=True)
+    dir: str = _dir()
+    workers: int = _workers()
     loader: str = option("ffcv", "training data path: streamed by FFCV, or resident in device "
                          "memory", ("ffcv", "resident"))
     order: str = option("random", "FFCV training order", ("random", "quasi_random"))
@@ -27,15 +95,13 @@ class DataConfig:
     test_subset: int = option(0, "evaluate on a fixed random subset of this many (0: all)")
 
     def validate(self, prefix: str) -> None:
-        require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
+        _check_dir(prefix, self)
+        _check_workers(prefix, self)
         for name in ("train_subset", "test_subset"):
             require_range(prefix, self, name, 0)
-        cores = os.cpu_count() or 1
-        require(0 <= self.workers <= cores, f"{prefix}.workers", self.workers,
-                f"0 (all cores) to {cores}, this machine's cores")
 
 
 @dataclass(frozen=True)
 class PrepareSettings:
     """scripts/prepare_data.py's options."""
-    data: DataConfig
+    data: PrepareData

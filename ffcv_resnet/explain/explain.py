@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import ConfigError, option, require_range
 from ..data.augment import to_float
-from ..data.options import DataConfig
+from ..data.options import DataDir
 from ..device import check_device, device_option, resolve_device
 from ..errors import UserError, say
 from ..model import eval_mode
@@ -109,7 +109,7 @@ class ExplainRunConfig:
 @dataclass(frozen=True)
 class ExplainSettings:
     """scripts/explain.py's options."""
-    data: DataConfig
+    data: DataDir
     explain: ExplainConfig
     run: ExplainRunConfig
 
@@ -322,6 +322,7 @@ def explain_run(cfg: ExplainSettings) -> None:
     ex, run_dir, data_dir = cfg.explain, Path(cfg.run.dir), Path(cfg.data.dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
+    screenshot_skipped(ex.screenshot)  # 'on' without a browser: refused before any work
     device = resolve_device(ex.device)
     precision = resolve_precision(ex.precision, device)
     with RunFolder(run_dir) as folder:

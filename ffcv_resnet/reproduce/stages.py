@@ -27,7 +27,7 @@ from ..compare.compare import compare_folders
 from ..config import option, require_range
 from ..data.betons import beton_path
 from ..data.convert import prepare
-from ..data.options import DataConfig
+from ..data.options import DataSource
 from ..device import PROJECT_ROOT, check_device, device_option, provenance, resolve_device, slug
 from ..errors import DataError, UserError, say
 from ..records import read_json
@@ -88,7 +88,7 @@ class ReproduceConfig:
 @dataclass(frozen=True)
 class ReproduceSettings:
     """scripts/reproduce.py's options."""
-    data: DataConfig
+    data: DataSource
     reproduce: ReproduceConfig
 
 
