@@ -82,6 +82,8 @@ class _Strict(Checker):
     def check(self, value: Any) -> Any:
         if self.kind is tuple:
             values = [value] if isinstance(value, str) else list(value)
+            if values == [""]:  # `--x ''`: none
+                return ()
             if not all(isinstance(v, str) and v.strip() for v in values):
                 raise ValueError(value)
             return tuple(values)  # none given: the caller says what is missing

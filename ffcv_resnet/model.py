@@ -2,15 +2,26 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from .config import option
 from .data.cifar import MEAN, STD
 
 ARCH = "resnet18-cifar"
+INITS = ("torchvision", "pytorch")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model: the CIFAR ResNet-18's initial weights"""
+    init: str = option("torchvision", "initial weights: torchvision (its ResNet's Kaiming-normal "
+                       "fan-out convolutions) or pytorch (every layer's own default, as the "
+                       "published fast ResNet-18 script builds it)", INITS)
 
 
 @contextlib.contextmanager
@@ -28,11 +39,17 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 class CifarResNet18(ResNet):
     """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool; takes images in [0, 1]."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, init: str = "torchvision"):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {init!r}")
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = nn.Identity()
+        if init == "pytorch":  # undo torchvision's re-initialisation: each layer's own default
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                    m.reset_parameters()
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
@@ -41,9 +58,10 @@ class CifarResNet18(ResNet):
         return super().forward((x - self.mean) / self.std)
 
 
-def resnet18(num_classes: int = 10) -> CifarResNet18:
-    """The CIFAR ResNet-18 of the seed: BasicBlocks [2, 2, 2, 2] at 64/128/256/512, linear 512->10."""
-    return CifarResNet18(num_classes)
+def resnet18(num_classes: int = 10, init: str = "torchvision") -> CifarResNet18:
+    """The CIFAR ResNet-18 of the seed: BasicBlocks [2, 2, 2, 2] at 64/128/256/512, linear
+    512->10; `init` (INITS) its initial weights only (a saved model loads into either)."""
+    return CifarResNet18(num_classes, init)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -56,3 +56,35 @@ def test_disabled_augmentation_is_the_identity():
     x = _batch()
     out = BatchAugment(AugmentConfig(pad=0, flip=False, cutout=0), "cpu")(x)
     torch.testing.assert_close(out, x.float() / 255, rtol=0, atol=0)
+
+
+def test_the_published_order_cuts_out_before_translating_so_the_square_moves_and_mirrors():
+    """A constant grey image, cutout at the top-left corner, then the image shifted 4 pixels
+    down-right: in flip_cutout_translate the square moves with the image and its reflection
+    shows in the padded border; in crop_flip_cutout it stays where it was drawn."""
+    import dataclasses
+    x = torch.full((1, 3, 32, 32), 0.8).contiguous(memory_format=torch.channels_last)
+    cfg = AugmentConfig(pad=4, flip=False, cutout=8)
+    d = draw(cfg, 1, 32, torch.Generator().manual_seed(0))
+    d.dy.fill_(0), d.dx.fill_(0)  # window at the padded copy's top-left: a shift down-right
+    d.cy.fill_(0), d.cx.fill_(0)  # the square at the image's top-left corner
+    d.flip.fill_(False)
+    fill = torch.tensor(MEAN).view(3, 1, 1)
+
+    def square(img, rows, cols):
+        return torch.allclose(img[0, :, rows, cols], fill.expand(3, rows.stop - rows.start,
+                                                                 cols.stop - cols.start))
+    ours = apply(x, d, cfg)
+    assert square(ours, slice(0, 8), slice(0, 8)) and not square(ours, slice(8, 12),
+                                                                 slice(8, 12))
+    published = apply(x, d, dataclasses.replace(cfg, order="flip_cutout_translate"))
+    # the image moved 4 down and 4 right: the square now covers rows/cols 4..11, and the
+    # reflect padding mirrors its rows/cols 1..4 into the border 0..3
+    assert square(published, slice(4, 12), slice(4, 12))
+    assert square(published, slice(0, 4), slice(0, 4))
+    assert not torch.allclose(published[0, :, 12:, 12:], fill.expand(3, 20, 20))
+    assert not torch.equal(ours, published)
+    with torch.no_grad():  # with neither cutout nor a flip the two orders agree
+        plain = dataclasses.replace(cfg, cutout=0)
+        assert torch.equal(apply(x, d, plain),
+                           apply(x, d, dataclasses.replace(plain, order="flip_cutout_translate")))

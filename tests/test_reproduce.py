@@ -32,7 +32,8 @@ def test_cold_and_warm_start_ups_are_never_averaged_together():
 def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path):
     out, results = tmp_path / "runs", tmp_path / "results"
     r = run_script("scripts/reproduce.py", "--data.dir", learnable_data, "--reproduce.smoke",
-                   "true", "--reproduce.out", out, "--reproduce.results", results, timeout=900)
+                   "true", "--reproduce.out", out, "--reproduce.results", results,
+                   "--reproduce.ablations", "configs/ablations/init-pytorch.yaml", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     record = json.loads((results / "reproduce-smoke-cpu.json").read_text())
     for key in ("device", "torch", "date", "git_sha", "data", "command"):
@@ -73,14 +74,27 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
                for x in plan)
     table = (results / "reproduce-smoke-cpu.md").read_text()
     assert "| default recipe, 1 epochs | 2 |" in table and "calibration reference-26ep" in table
+    (a,) = record["ablations"]  # one seed-0 run of the default changed by the file, vs seed 0
+    assert (a["name"], a["recipe"], a["seed"]) == ("init-pytorch",
+                                                   "configs/ablations/init-pytorch.yaml", 0)
+    config = yaml.safe_load((out / "ablation-init-pytorch" / "config.yaml").read_text())
+    assert config["model"]["init"] == "pytorch" and config["training"]["epochs"] == 1
+    ab = {e["index"] for e in json.loads((out / "ablation-init-pytorch" / "errors.json")
+                                         .read_text())["errors"]}
+    v = a["vs_seed_0"]
+    assert v["mode"] == "runs" and (v["fixed"], v["broke"]) == (len(errors[0] - ab),
+                                                                len(ab - errors[0]))
+    assert "| ablation init-pytorch (init-pytorch.yaml), 1 epochs | 1 |" in table
+    assert f"Seed 0 (A) vs ablation init-pytorch (B): {v['summary']}." in table
 
 
 def test_a_budget_too_small_skips_stages_and_says_so(learnable_data, tmp_path):
     rc = ReproduceConfig(budget_minutes=1e-6, smoke=True, out=str(tmp_path / "runs"),
                          results=str(tmp_path / "results"))
     record, json_path, md_path = reproduce(rc, learnable_data, "")
-    assert [s["stage"] for s in record["skipped"]] == ["seed 0", "explain", "bench", "seed 1",
-                                                       "calibration"]
+    assert [s["stage"] for s in record["skipped"]] == [
+        "seed 0", "explain", "bench", "seed 1", "calibration", "ablation init-pytorch",
+        "ablation lr-0.2", "ablation init-pytorch-lr-0.2"]
     assert record["seeds"] == [] and "Skipped seed 0" in md_path.read_text()
     assert json.loads(json_path.read_text())["skipped"] == record["skipped"]
     checks = {c["check"]: c for c in record["preflight"]}  # the preflight runs on the CPU too
@@ -103,7 +117,10 @@ def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data,
     bad.write_text("training:\n  epochs: [oops\n")
     for kwargs, message in [({"results": str(tmp_path / "file")}, "is not a folder"),
                             ({"out": str(tmp_path / "out")}, "not a run's"),
-                            ({"calibration": str(bad)}, "cannot read config")]:
+                            ({"calibration": str(bad)}, "cannot read config"),
+                            ({"ablations": ("configs/ablations/nope.yaml",)},
+                             "--reproduce.ablations configs/ablations/nope.yaml: no such recipe"),
+                            ({"ablations": (str(bad),)}, "cannot read config")]:
         rc = ReproduceConfig(smoke=True, **{"out": str(tmp_path / "o"),
                                             "results": str(tmp_path / "r"), **kwargs})
         with pytest.raises(UserError, match=message):
@@ -118,8 +135,8 @@ def test_a_failing_stage_is_recorded_and_the_next_ones_run(learnable_data, tmp_p
     out, results = tmp_path / "runs", tmp_path / "results"
     r = run_script("scripts/reproduce.py", "--data.dir", learnable_data, "--reproduce.smoke",
                    "true", "--reproduce.out", out, "--reproduce.results", results,
-                   "--reproduce.bench", "false", "--reproduce.train_args",
-                   "--training.lr 1e9", timeout=900)
+                   "--reproduce.bench", "false", "--reproduce.ablations", "",
+                   "--reproduce.train_args", "--training.lr 1e9", timeout=900)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: 3 stage(s) failed (seed 0, seed "
                                                         "1, calibration)")

@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -241,3 +242,63 @@ def test_each_script_declares_only_the_data_options_it_uses(script, takes, not_t
     assert r.returncode == 0, r.stderr
     offered = set(re.findall(r"--data\.\w+", r.stdout))
     assert set(takes) <= offered and not offered & set(not_taken), offered
+
+
+def test_init_pytorch_gives_each_layers_own_default_and_nothing_else_changes():
+    """torchvision's ResNet re-initialises convolutions Kaiming-normal (fan out, ReLU):
+    std sqrt(2 / fan_out); PyTorch's default is uniform with std 1 / sqrt(3 fan_in), about
+    2.45x smaller for a 3x3 64->64 convolution."""
+    torch.manual_seed(0)
+    tv = resnet18(init="torchvision")
+    torch.manual_seed(0)
+    pt = resnet18(init="pytorch")
+    w_tv, w_pt = (m.layer1[0].conv1.weight.detach() for m in (tv, pt))  # 64 -> 64, 3x3
+    fan = 64 * 9
+    assert float(w_tv.std()) == pytest.approx((2 / fan) ** 0.5, rel=0.03)
+    assert float(w_pt.std()) == pytest.approx(1 / (3 * fan) ** 0.5, rel=0.03)
+    assert float(w_pt.abs().max()) <= 1 / fan ** 0.5  # uniform within the default's bound
+    stem = pt.conv1.weight.detach()  # the stem too (model.py re-initialises it for torchvision)
+    assert float(stem.std()) == pytest.approx(1 / (3 * 27) ** 0.5, rel=0.1)
+    assert torch.equal(pt.bn1.weight, torch.ones(64)) and torch.equal(pt.bn1.bias, torch.zeros(64))
+    assert [n for n, _ in tv.named_parameters()] == [n for n, _ in pt.named_parameters()]
+    tv.load_state_dict(pt.state_dict())  # a saved model loads whatever its init was
+    with pytest.raises(ValueError, match="init must be one of"):
+        resnet18(init="xavier")
+
+
+def test_decay_all_puts_batchnorm_and_biases_in_the_decayed_group():
+    model = resnet18()
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+             for p in m.parameters()} | {id(model.fc.bias)}
+    for decay, decayed_norms in (("weights", False), ("all", True)):
+        opt = make_optimizer(model, TrainConfig(decay=decay), CPU)
+        groups = [g for g in opt.param_groups if g["params"]]
+        decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+        assert (norms <= decayed) is decayed_norms and not (norms & decayed and not decayed_norms)
+        assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+        assert {id(p) for p in model.parameters() if p.ndim > 1} <= decayed
+
+
+def test_the_calibration_recipe_is_the_published_scripts_hyperparameters():
+    """airbench/baselines/train_resnet18_94.py: batch 500, lr 0.2 at batch 500, a start of 0.2x,
+    the peak at 20% of the steps, Nesterov 0.9, wd 5e-4 on every parameter, flip, translate 4,
+    cutout 12 before the translate, no label smoothing, flip + translate TTA, 26 epochs,
+    PyTorch's default initialisation."""
+    from conftest import ROOT
+    from ffcv_resnet.training.recipe import lr_factor, peak_lr
+    from ffcv_resnet.training.runner import parse_config
+    cfg = parse_config(["-C", str(ROOT / "configs" / "reference-26ep.yaml")])
+    t, a = cfg.training, cfg.augment
+    assert (t.epochs, t.batch_size, t.momentum, t.weight_decay, t.decay, t.label_smoothing,
+            t.tta) == (26, 500, 0.9, 5e-4, "all", 0.0, "flip_translate")
+    assert peak_lr(t) == pytest.approx(0.2)  # the LR the optimiser gets at batch 500
+    steps = 26 * (50_000 // 500)
+    peak = t.peak_epoch * (50_000 // 500)
+    assert peak == int(0.2 * steps)  # the published peak step, 520 of 2,600
+    # the published factor of step k is np.interp(k, [0, 520, 2600], [0.2, 1, 0]); ours is
+    # that of step k + 1 (the one difference the recipe's header names)
+    published = np.interp(np.arange(1, steps + 1), [0, int(0.2 * steps), steps], [0.2, 1, 0])
+    ours = [lr_factor(k, steps, peak, t.lr_start) for k in range(steps)]
+    assert np.allclose(ours, published)
+    assert (a.pad, a.flip, a.cutout, a.order) == (4, True, 12, "flip_cutout_translate")
+    assert cfg.model.init == "pytorch"

@@ -1,4 +1,5 @@
-"""Batched augmentation on the device: reflect-padded random crop, horizontal flip, cutout.
+"""Batched augmentation on the device: reflect-padded random crop, horizontal flip, cutout, in
+one of two orders.
 
 Tensor ops over the whole batch, no per-image Python. Random draws come from a seeded generator on
 the batch's device and are kept apart from how they are applied, so a run can be repeated and the
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from ..config import option, require_range
 from .cifar import MEAN  # cutout fills with the mean: zero after normalisation
 
+ORDERS = ("crop_flip_cutout", "flip_cutout_translate")  # the order of the three operations
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -21,6 +24,10 @@ class AugmentConfig:
     pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
     flip: bool = option(True, "random horizontal flip")
     cutout: int = option(8, "side of the cutout square (0: off)")
+    order: str = option("crop_flip_cutout", "crop_flip_cutout: crop, flip, then cut out of the "
+                        "cropped image; flip_cutout_translate (the published fast ResNet-18 "
+                        "script): flip, cut out, then crop the whole cut-out image, so the square "
+                        "moves with the image and can be mirrored at a border", ORDERS)
 
     def validate(self, prefix: str) -> None:
         require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
@@ -87,7 +94,10 @@ def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> to
 
 
 def apply(x: torch.Tensor, d: Draws, cfg: AugmentConfig) -> torch.Tensor:
-    """Crop, flip, then cut out, as drawn."""
+    """The three operations as drawn, in `cfg.order`: crop, flip, cut out; or flip, cut out,
+    then crop (translate) the cut-out image."""
+    if cfg.order == "flip_cutout_translate":
+        return crop(cutout(flip(x, d.flip), d.cy, d.cx, cfg.cutout), d.dy, d.dx, cfg.pad)
     return cutout(flip(crop(x, d.dy, d.dx, cfg.pad), d.flip), d.cy, d.cx, cfg.cutout)
 
 

@@ -123,6 +123,14 @@ def markdown(r: dict) -> str:
                      f" | {f(c['train_seconds'])} | {f(c['compile_seconds'])} "
                      f"{CACHE[c.get('compile_cache', 'off')]} | {f(c['startup_seconds'])} | "
                      f"{c['images_per_second']:,.0f} |")
+    for a in r.get("ablations") or []:  # one seed-0 run each, beside seed 0
+        lines.append(f"| ablation {a['name']} ({Path(a['recipe']).name}), {a['epochs']} epochs | 1 "
+                     f"| {f(a['test_accuracy'], 1)} | {f(a['train_seconds'])} | "
+                     f"{f(a['compile_seconds'])} {CACHE[a.get('compile_cache', 'off')]} | "
+                     f"{f(a['startup_seconds'])} | {a['images_per_second']:,.0f} |")
+    for a in r.get("ablations") or []:
+        if a.get("vs_seed_0"):
+            lines += ["", f"Seed 0 (A) vs ablation {a['name']} (B): {a['vs_seed_0']['summary']}."]
     for name, v in (r.get("vs_calibration") or {}).items():
         if v:
             who = "seed 0" if name == "seed_0" else "the seeds"

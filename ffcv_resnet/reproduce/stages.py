@@ -41,6 +41,8 @@ SMOKE = {"train_subset": 256, "test_subset": 100}  # CPU smoke mode: tiny subset
 # what the budget assumes a stage takes before one like it has been timed
 FIRST_SEED_SECONDS = {"smoke": 30.0, "cuda": 120.0, "cpu": 3600.0}
 EXPLAIN_SECONDS = {"smoke": 60.0, "cuda": 45.0, "cpu": 300.0}
+ABLATIONS = ("configs/ablations/init-pytorch.yaml", "configs/ablations/lr-0.2.yaml",
+             "configs/ablations/init-pytorch-lr-0.2.yaml")  # in order, each as the budget allows
 BENCH_SECONDS = {"smoke": 90.0, "cuda": 150.0, "cpu": 900.0}  # the most the benchmarks get
 BENCH_MIN_SECONDS = 30.0  # less than this left: the benchmark stage is skipped
 # in order: the suites run_all tries, each only when its estimate fits what is left
@@ -59,6 +61,9 @@ class ReproduceConfig:
     """Reproduce: every headline figure in one command"""
     seeds: int = option(3, "seeds of the default 20-epoch recipe (smoke mode: 2)")
     calibration: str = option("configs/reference-26ep.yaml", "the calibration recipe ('': none)")
+    ablations: tuple = option(ABLATIONS, "YAML files, each a change to the default recipe run as "
+                              "one seed-0 run after the core stages and compared with seed 0 "
+                              "('': none)", many=True)
     explain: bool = option(True, "explain.py on the first seed's errors")
     bench: bool = option(True, "a benchmark subset (benchmarks/run_all.py) within the budget")
     budget_minutes: float = option(7.0, "skip (and record) each stage that would not fit in what "
@@ -81,6 +86,10 @@ class ReproduceConfig:
         if self.calibration and not (ROOT / self.calibration).is_file() \
                 and not Path(self.calibration).is_file():
             raise UserError(f"--{prefix}.calibration {self.calibration}: no such recipe")
+        names = [Path(a).stem for a in self.ablations if a]
+        if len(set(names)) < len(names):
+            raise UserError(f"--{prefix}.ablations: two files named {names}; each run folder is "
+                            "named after its file")
         if self.bundle and not self.bundle.endswith(".tar.gz"):
             raise UserError(f"--{prefix}.bundle {self.bundle}: expected a .tar.gz path")
 
@@ -166,7 +175,8 @@ class Reproduction:
                        "budget_minutes": rc.budget_minutes, "stages": [], "failed": [],
                        "seeds": [], "disabled": [name for name, on in (
                            ("calibration", bool(rc.calibration)), ("explain", rc.explain),
-                           ("bench", rc.bench)) if not on]}
+                           ("bench", rc.bench), ("ablations", any(rc.ablations))) if not on],
+                       "ablations": []}
         name = f"reproduce-{'smoke-' if rc.smoke else ''}{slug(self.record)}"
         self.log_path = results / f"{name}.log"
 
@@ -304,6 +314,23 @@ class Reproduction:
                 "seed_0": compare_folders(cal, runs[:1]),
                 "seeds": compare_folders(cal, runs) if len(runs) > 1 else None}
 
+    def ablation(self, recipe: str) -> None:
+        """One seed-0 run of the default recipe changed by `recipe`, compared with seed 0."""
+        seeds, name = self.record["seeds"], Path(recipe).stem
+        estimate = seeds[0]["total_seconds"] + 15 if seeds else FIRST_SEED_SECONDS[self.kind]
+        if not self.budget.fits(f"ablation {name}", estimate):
+            return
+        say(f"[ablation {name}]")
+        run = self.out / f"ablation-{name}"
+        result = self.train(f"ablation {name}", ["-C", recipe], run)
+        if result is None:
+            return
+        base = next((s for s in seeds if s["seed"] == 0), None)
+        self.record["ablations"].append({
+            "name": name, "recipe": str(Path(recipe).relative_to(ROOT)) if Path(recipe)
+            .is_relative_to(ROOT) else recipe, **result,
+            "vs_seed_0": compare_folders([Path(base["run_dir"])], [run]) if base else None})
+
     def explain(self) -> None:
         seeds = self.record["seeds"]
         if not seeds:
@@ -363,7 +390,9 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     out, results, data_dir = Path(rc.out).resolve(), Path(rc.results).resolve(), data_dir.resolve()
     _check_ffcv()
     recipe = _calibration_recipe(rc.calibration)
-    _check_folders(out, results, 2 if rc.smoke else rc.seeds)
+    ablations = [_calibration_recipe(a, "ablations") for a in rc.ablations if a]
+    _check_folders(out, results, 2 if rc.smoke else rc.seeds,
+                   [f"ablation-{Path(a).stem}" for a in ablations])
     if rc.train_args:
         parse_config(rc.train_args.split())  # a bad extra option is found now
     r = Reproduction(rc, data_dir, results, out, device)
@@ -393,6 +422,9 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
         if recipe:
             r.calibration(recipe)
             r.save()
+        for ablation in ablations:
+            r.ablation(ablation)
+            r.save()
         if r.record["seeds"]:
             always_wrong_page(r.record["cross_seed"]["always_wrong"], data_dir, meta["classes"],
                               {s["seed"]: s["run_dir"] for s in r.record["seeds"]},
@@ -421,16 +453,18 @@ def _check_ffcv() -> None:
                         "`python3 -c 'import ffcv.loader'` to see why") from None
 
 
-def _calibration_recipe(name: str) -> str:
-    """The calibration recipe's path ('' for none), checked as a config before anything runs."""
+def _calibration_recipe(name: str, option_name: str = "calibration") -> str:
+    """A recipe's path ('' for none), checked as a config before anything runs."""
     if not name:
         return ""
     path = Path(name) if Path(name).is_file() else ROOT / name
+    if not path.is_file():
+        raise UserError(f"--reproduce.{option_name} {name}: no such recipe")
     parse_config(["-C", str(path)])  # a bad recipe is found now, not after the seeds
     return str(path)
 
 
-def _check_folders(out: Path, results: Path, seeds: int) -> None:
+def _check_folders(out: Path, results: Path, seeds: int, others: list[str] = ()) -> None:
     """Every folder this command writes can be written, and none is (inside) a run folder; the
     previous command's outputs are removed, so that nothing left from it can pass for this
     one's."""
@@ -444,7 +478,8 @@ def _check_folders(out: Path, results: Path, seeds: int) -> None:
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is None or not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"--reproduce.{name} {folder}: cannot be written")
-    names = [f"seed-{k}" for k in range(max(seeds, 100))] + ["calibration"]
+    names = [f"seed-{k}" for k in range(max(seeds, 100))] + ["calibration", *others]
+    names += [p.name for p in out.glob("ablation-*")]  # an earlier command's ablations too
     for name in names:
         if (out / name).exists():
             with RunFolder(out / name) as folder:  # refuses a folder of someone else's files

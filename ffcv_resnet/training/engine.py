@@ -111,7 +111,7 @@ def build_engine(cfg, meta: dict, device: torch.device, log=say,
     T.use_compile_cache(tc.compile_cache)
     torch.manual_seed(tc.seed)  # the same initial weights in every process
     d = load_data(cfg, meta, device, w)
-    model = resnet18(len(meta["classes"]))
+    model = resnet18(len(meta["classes"]), cfg.model.init)
     if cfg.run.summary:
         log(summary(model))
     runner = T.prepare_model(model, tc, device, lambda m: D.wrap(m, device, w, tc.sync_bn))

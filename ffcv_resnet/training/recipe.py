@@ -1,5 +1,5 @@
 """The recipe: training options and their checks, the LR/batch rule, the triangular schedule,
-and SGD-Nesterov without weight decay on BatchNorm weights and biases."""
+and SGD-Nesterov with weight decay on the layers' weights (or, asked, on every parameter)."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +31,10 @@ class TrainConfig:
                                "to the peak, then down to 0 at the last step); a peak past the "
                                "middle of the run is moved to the middle")
     momentum: float = option(0.9, "SGD Nesterov momentum")
-    weight_decay: float = option(5e-4, "weight decay (not on BatchNorm weights and biases)")
+    weight_decay: float = option(5e-4, "weight decay (on what --training.decay says)")
+    decay: str = option("weights", "what weight decay applies to: weights (of convolutions and "
+                        "the linear layer; not BatchNorm's weights and biases nor the linear "
+                        "bias) or all (every parameter)", ("weights", "all"))
     label_smoothing: float = option(0.1, "label smoothing of the training loss")
     precision: str = option("auto", AUTO_PRECISION, PRECISIONS)
     channels_last: bool = option(True, "channels_last model and inputs")
@@ -92,9 +95,12 @@ def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
-    """SGD with Nesterov momentum; no weight decay on BatchNorm weights and biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    """SGD with Nesterov momentum. Weight decay on the weights of convolutions and the linear
+    layer only (`decay` weights: every parameter of one dimension, i.e. BatchNorm's weights and
+    biases and the linear layer's bias, gets none), or on every parameter (`decay` all, as the
+    published fast ResNet-18 script)."""
+    decay = [p for p in model.parameters() if p.ndim > 1 or cfg.decay == "all"]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1 and cfg.decay != "all"]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum, nesterov=True,

@@ -23,6 +23,7 @@ from ..data.augment import AugmentConfig
 from ..data.options import DataConfig
 from ..device import device_name, resolve_device
 from ..errors import DiskFull, TrainingFailed, UserError, say
+from ..model import ModelConfig
 from ..records import Errors, Metrics, Session, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
                           RunFolder, new_run_id, read_config, write_history)
@@ -38,6 +39,7 @@ class TrainSettings:
     """scripts/train.py's options."""
     data: DataConfig
     augment: AugmentConfig
+    model: ModelConfig
     training: R.TrainConfig
     run: RunConfig
 
