@@ -101,3 +101,28 @@ def test_bad_sizes_are_refused_in_one_line(learnable_data, tmp_path, option):
                    tmp_path, *option, timeout=120)
     assert r.returncode == 2 and option[0] in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_committed_tables_are_their_json_records_rendered():
+    """A table in benchmarks/results is what its record renders to now, not a hand edit: the
+    training-run and reproduce tables from their JSON, the gradcam suite's from its records."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_gradcam, run_record
+    from ffcv_resnet.reproduce import record as reproduce_record
+    results = ROOT / "benchmarks" / "results"
+    checked = 0
+    for path in sorted(results.glob("run-*.json")):
+        record = json.loads(path.read_text())
+        assert run_record.markdown(record).strip() == path.with_suffix(".md").read_text().strip()
+        checked += 1
+    for path in sorted(results.glob("reproduce-*.json")):
+        record = json.loads(path.read_text())
+        assert reproduce_record.markdown(record).strip() in path.with_suffix(".md").read_text()
+        checked += 1
+    for path in sorted(results.glob("gradcam-*.json")):
+        records = json.loads(path.read_text())
+        missing = None if any("grad-cam" in r["name"] for r in records) else "the package"
+        table = bench_gradcam.markdown(records, missing)
+        assert table.split("Not run:")[0].strip() in path.with_suffix(".md").read_text()
+        checked += 1
+    assert checked >= 2  # the CPU run's and the gradcam suite's records are committed

@@ -87,19 +87,24 @@ def test_changed_or_damaged_betons_are_rebuilt(sources, tmp_path):
     assert (d / "cifar10.json").read_text().count("batches-folder") == 1
 
 
-def test_ffcv_training_batches_shuffle_reproducibly_and_drop_last(sources, tmp_path):
+def test_ffcv_training_batches_shuffle_reproducibly_and_drop_last(sources, tiny, tmp_path):
     prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
     path = beton_path(tmp_path / "d", "train")
+    index = {bytes(img): i for i, img in enumerate(tiny["train"].images)}  # image -> its place
 
-    def epoch_labels(seed):
+    def epoch_order(seed):
         batches = FfcvBatches(path, 8, CPU, order="random", seed=seed)
         assert len(batches) == 30 // 8
-        out = [(x.shape, y.clone()) for x, y in batches]
+        out = [(x.shape, [index[bytes(img.permute(1, 2, 0).contiguous().numpy())] for img in x])
+               for x, _ in batches]
         assert all(shape == (8, 3, 32, 32) for shape, _ in out)
-        return torch.cat([y for _, y in out])
+        return [i for _, order in out for i in order]
 
-    first = epoch_labels(0)
-    assert len(first) == 24 and torch.equal(first, epoch_labels(0))
+    first = epoch_order(0)
+    assert len(first) == 24 and len(set(first)) == 24  # drop_last: 3 full batches, no repeats
+    assert first == epoch_order(0)  # the same seed, the same order
+    assert first != epoch_order(1)  # another seed, another order
+    assert first != sorted(first) and first != list(range(24))  # shuffled, not file order
 
 
 def test_copies_to_the_device_block_until_done(sources, tmp_path):
@@ -140,9 +145,14 @@ def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_pa
         seen += [(bytes(img.permute(1, 2, 0).contiguous().numpy()), int(lbl))
                  for img, lbl in zip(x, y)]
     assert len(batches) == 3 and len(set(seen)) == 24
+    order = [bytes(img) for img in tiny["train"].images]
     source = {(bytes(img), int(lbl)) for img, lbl in zip(tiny["train"].images,
                                                           tiny["train"].labels)}
     assert set(seen) <= source
+    places = [order.index(img) for img, _ in seen]
+    assert places != sorted(places)  # shuffled, not the file's order
+    again = [bytes(img.permute(1, 2, 0).contiguous().numpy()) for x, _ in batches for img in x]
+    assert again != [img for img, _ in seen]  # the next epoch draws another order
 
 
 def test_header_layout_mirrors_ffcv():
@@ -254,8 +264,8 @@ def test_prepare_cli_reports_bad_input_in_one_line(tmp_path, sources):
         if message is None:
             assert r.returncode == 0
             continue
-        assert r.returncode != 0 and message in r.stderr
-        assert "Traceback" not in r.stderr
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line, no traceback
 
 
 def test_up_to_date_check_stays_light():

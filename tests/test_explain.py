@@ -179,9 +179,21 @@ def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data
     pages = sorted((trained_run / "gallery").glob("page-*.png"))
     assert len(pages) == -(-len(errors) // 4)
     assert {int(r["page"]) for r in rows} == set(range(1, len(pages) + 1))
+    from PIL import Image
+    from ffcv_resnet.png import png_run_id
+    from ffcv_resnet.run_folder import read_run_id
+    run_id = read_run_id(trained_run)
     for name in ("summary.png", "overview.png", *[f"gallery/{p.name}" for p in pages]):
-        assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"
-    assert ex["errors"] == len(errors)
+        with Image.open(trained_run / name) as im:  # a whole image, not just a signature
+            im.load()
+            assert im.format == "PNG" and min(im.size) >= 100, (name, im.size)
+        assert png_run_id(trained_run / name) == run_id, name  # each names its run
+    assert set(rows[0]) >= {"index", "true", "predicted", "p_pred", "page"}
+    assert ex["errors"] == len(errors) and ex["pages"] == len(pages)
+    for key in ("cams_seconds", "scores_seconds", "render_seconds", "explain_seconds",
+                "methods", "metrics", "scored", "layer", "precision", "device", "torch"):
+        assert key in ex, key
+    assert ex["scored"] == sum(1 for e in errors if e.get("scores") is not None)
 
 
 def _explain(run_dir, data_dir, *extra):

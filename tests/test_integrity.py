@@ -11,6 +11,7 @@ import sys
 import tarfile
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,11 @@ def test_damaged_betons_are_caught_before_use_and_rebuilt(where, sources, tmp_pa
     said = []
     prepare(d, "", log=said.append)  # no source named: the recorded one is used
     assert any("rebuilding from" in s for s in said)
-    with pytest.raises(DataError):  # nothing left damaged... and a beton moved away is caught
+    for split in ("train", "test"):  # nothing left damaged: both load and check out
+        x, y = load_all(beton_path(d, split), CPU)
+        assert len(y) == checked_metadata(d)["counts"][split]
+    # a beton moved away from its metadata is caught: nothing vouches for it there
+    with pytest.raises(DataError, match="elsewhere.beton: no checksum for it in .*cifar10.json"):
         FfcvBatches(path.rename(tmp_path / "elsewhere.beton"), 4, CPU)
 
 
@@ -167,11 +172,20 @@ def test_labels_must_be_ints_in_range_one_per_image(labels, message, tmp_path, t
         prepare(tmp_path / "d", str(folder), **QUIET)
 
 
-def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path, tiny, layout):
+def test_an_oversized_batch_file_is_refused_before_it_is_read(tmp_path, tiny, layout,
+                                                              monkeypatch):
     folder = write_batches(tmp_path / "b", tiny, layout)
-    with open(folder / "test_batch", "r+b") as f:
+    big = folder / "test_batch"
+    with open(big, "r+b") as f:
         f.truncate(41 << 20)  # sparse: claims 41 MB
-    with pytest.raises(DataError, match="more than a CIFAR-10 batch"):
+    real = Path.read_bytes
+
+    def read_bytes(path):  # reading it at all is the failure: the size check must come first
+        if path == big:
+            raise AssertionError(f"{path} was read before its size was checked")
+        return real(path)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(DataError, match=f"{big}: {41 << 20} bytes, more than a CIFAR-10 batch"):
         prepare(tmp_path / "d", str(folder), **QUIET)
 
 
@@ -272,6 +286,7 @@ def _running(pid):
 def test_a_signal_while_writing_stops_every_worker_and_leaves_no_temporary(sig, code, big_source,
                                                                          tmp_path):
     d = tmp_path / "d"
+    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     p = subprocess.Popen([sys.executable, "scripts/prepare_data.py", "--data.source",
                           str(big_source), "--data.dir", str(d), "--data.workers", "1"],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -283,15 +298,20 @@ def test_a_signal_while_writing_stops_every_worker_and_leaves_no_temporary(sig, 
         time.sleep(0.02)
     workers = _descendants(p.pid)
     # Ctrl-C in a terminal reaches the whole process group; kill/timeout send SIGTERM to one
+    sent = time.monotonic()
     os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
     out, err = p.communicate(timeout=60)  # generous: CI machines are shared
+    stopped = time.monotonic() - sent
     assert p.returncode == code, err[-2000:]
+    assert stopped < 15, f"took {stopped:.1f} s to stop (about 1.5 s on an idle 2-core machine)"
     said = "interrupted (SIGTERM)" if sig == signal.SIGTERM else "interrupted (Ctrl-C)"
     assert any(line.endswith(said) for line in err.splitlines())  # FFCV's bar may close after
     assert "Traceback" not in err and "Exception ignored" not in err
     time.sleep(0.5)
     assert [w for w in workers if _running(w)] == []
     assert list(d.glob(".*")) == [] and not (d / "cifar10.json").exists()
+    if os.path.isdir("/dev/shm"):  # the writer's shared memory is freed, none left behind
+        assert set(os.listdir("/dev/shm")) - shm == set()
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_run(sources, tmp_path):

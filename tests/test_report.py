@@ -17,6 +17,15 @@ MISSING = browser_missing()
 needs_browser = pytest.mark.skipif(MISSING is not None, reason=f"no headless browser: {MISSING}")
 
 
+def test_the_browser_tests_run_wherever_chromium_is_installed():
+    """The browser tests skip only on a machine without chromium; where the set-up installed it
+    (as it does as root: CI), anything else missing (Playwright, a chromium that does not run)
+    is a failure, not a row of skips."""
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium on PATH: the browser tests skip here, as the set-up said")
+    assert MISSING is None, f"chromium is installed, yet the browser tests would skip: {MISSING}"
+
+
 class Page:
     """A report opened in Chromium, with every console error, page error and failed request."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data,
                                             "results": str(tmp_path / "r"), **kwargs})
         with pytest.raises(UserError, match=message):
             reproduce(rc, learnable_data, "")
-        assert not (tmp_path / "o" / "seed-0").exists()
+        assert not (Path(rc.out) / "seed-0").exists() and not (Path(rc.out) / "logs").exists()
     assert (foreign / "mine.txt").read_text() == "keep"
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT, TRAIN_ARGS, run_script
 from ffcv_resnet.training import recipe as T
@@ -351,3 +352,46 @@ def test_per_class_accuracy_of_an_absent_class_is_null():
     logits = torch.eye(10)[[0, 1, 1]]
     m = metrics(logits, torch.tensor([0, 1, 2]))
     assert m["per_class_accuracy"][:3] == [1.0, 1.0, 0.0] and m["per_class_accuracy"][3] is None
+
+
+def test_a_nan_test_loss_stops_the_run_like_a_divergence(learnable_data, tmp_path,
+                                                         monkeypatch):
+    """Finite training, but evaluation's loss is NaN (a broken eval path): exit 3, no model."""
+    from ffcv_resnet.training import engine
+    real = engine.metrics
+    calls = {"n": 0}
+
+    def nan_on_the_second(logits, labels, n):
+        m = real(logits, labels, n)
+        calls["n"] += 1
+        return {**m, "loss": float("nan")} if calls["n"] == 2 else m  # epoch 1, then 2 (no
+    # warm-up evaluation: compile is off on the CPU)
+    monkeypatch.setattr(engine, "metrics", nan_on_the_second)
+    run_dir = tmp_path / "r"
+    with pytest.raises(TrainingFailed, match="diverged in epoch 2: the test loss is nan"):
+        _train_in_process(learnable_data, run_dir)
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.pt").exists()
+
+
+def test_rarely_used_options_do_what_they_say(learnable_data, tmp_path):
+    """eval_every, checkpoint_every, run.summary, os_cache off; config.yaml holds what the run
+    computed resolved (precision, compile), never 'auto'; where it ran (device, progress) as
+    given, for a resume to resolve again."""
+    run_dir = tmp_path / "r"
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
+                   *TRAIN_ARGS, "--training.eval_every", "2", "--run.checkpoint_every", "2",
+                   "--run.summary", "true", "--data.os_cache", "false", "--run.keep_last",
+                   "true", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Total params: 11,173,962" in r.stdout  # the layer table
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert ["test_accuracy" in h for h in history] == [False, True, True]  # 2, and the last
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["os_cache"] is False and config["training"]["eval_every"] == 2
+    assert config["training"]["precision"] in ("bf16", "fp32")  # resolved on this device
+    assert config["training"]["compile"] == "off"
+    where = {("training", "device"), ("run", "progress")}
+    flat = [v for name, section in config.items() if isinstance(section, dict)
+            for key, v in section.items() if (name, key) not in where]
+    assert "auto" not in flat
+    assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] in (2, 3)

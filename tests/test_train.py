@@ -47,6 +47,17 @@ def test_model_is_the_seeds_resnet18_with_its_own_normalisation():
     assert torch.allclose(seen[1][0, :, 5, 7], torch.tensor(white), atol=1e-5)
 
 
+def test_lr_factors_written_out_by_hand():
+    """10 steps, the peak at step 4, starting at 0.2: up by 0.2 a step to 1, then down to 0
+    at the last step (not the formula of lr_factor copied, its values)."""
+    from ffcv_resnet.training.recipe import lr_factor
+    assert [round(lr_factor(k, 10, 4, 0.2), 6) for k in range(10)] == \
+        [0.4, 0.6, 0.8, 1.0, 0.833333, 0.666667, 0.5, 0.333333, 0.166667, 0.0]
+    assert [round(lr_factor(k, 6, 2), 6) for k in range(6)] == [0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [lr_factor(k, 4, 10) for k in range(4)] == [0.5, 1.0, 0.5, 0.0]  # peak moved to mid
+    assert lr_factor(0, 1, 1) == 1.0  # a one-step run takes its step at the peak
+
+
 def test_schedule_is_triangular_and_weight_decay_skips_norms_and_biases():
     cfg = TrainConfig(epochs=10, peak_epoch=2, lr=0.4)
     model = resnet18()
@@ -116,12 +127,45 @@ def test_compile_uses_static_shapes(monkeypatch):
     assert calls == [{"mode": "reduce-overhead", "dynamic": False}]
 
 
+def test_test_time_augmentation_views_written_out_by_hand():
+    """flip: the mean over the image and its left-right mirror; flip_translate: half that, plus a
+    quarter of the same for the image shifted one pixel up-left and one down-right, reflect-
+    padded. The views are built here with numpy, not with tta_logits' own operations."""
+    torch.manual_seed(0)
+    model = _OneOutputBuffer(False)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    x = images.numpy().astype(np.float32) / 255
+
+    def f(views):
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(views))).numpy()
+
+    mirror = x[:, :, :, ::-1]
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    up_left, down_right = padded[:, :, :32, :32], padded[:, :, 2:, 2:]
+    flip = (f(x) + f(mirror)) / 2
+    shifted = [(f(v) + f(v[:, :, :, ::-1])) / 2 for v in (up_left, down_right)]
+    expected = {"none": f(x), "flip": flip,
+                "flip_translate": 0.5 * flip + 0.25 * shifted[0] + 0.25 * shifted[1]}
+    for tta, want in expected.items():
+        got = predict(model, images, batch_size=3, tta=tta).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=tta)
+    assert not np.allclose(expected["flip"], expected["none"], atol=1e-3)  # the views differ
+
+
 def test_warm_up_restores_weights_and_optimiser_exactly():
     cfg = TrainConfig(batch_size=4, precision="fp32", compile="off")
     model = resnet18()
     step = make_step(model, model, cfg, CPU, steps_per_epoch=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    warm_up(model, step, lambda: None, CPU)
+    seen, evaluated = [], []
+    model.fc.register_forward_hook(lambda m, args, out: seen.append(
+        (m.training, args[0].shape[0], m.weight.detach().clone())))
+    warm_up(model, step, lambda: evaluated.append(True), CPU)
+    # it did warm up: two training steps at the recipe's batch (the weights moved between
+    # them) and the evaluation, then everything was put back
+    assert [(t, n) for t, n, _ in seen] == [(True, 4), (True, 4)] and evaluated == [True]
+    assert not torch.equal(seen[0][2], seen[1][2])
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert step.optimizer.state_dict()["state"] == {} and step.scheduler.last_epoch == 0
@@ -133,6 +177,13 @@ def test_training_learns_and_writes_a_complete_run_folder(trained_run):
     for key in ("per_class_accuracy", "train_seconds", "compile_seconds", "total_seconds",
                 "images_per_second", "device", "torch", "seed"):
         assert key in metrics
+    assert metrics["peak_lr"] == pytest.approx(0.8 * 32 / 512)  # lr x batch / 512: 0.05
+    assert 0 < metrics["eval_seconds"] < metrics["total_seconds"]
+    assert 0 < metrics["checkpoint_seconds"] < metrics["total_seconds"]
+    assert metrics["train_seconds"] + metrics["eval_seconds"] < metrics["total_seconds"]
+    assert metrics["compile"] == "off" and metrics["compile_seconds"] == 0.0  # the CPU: auto
+    assert metrics["images_per_second"] == pytest.approx(
+        3 * (160 // 32) * 32 / metrics["train_seconds"], rel=0.02)  # 3 epochs of 5 batches
     assert set(metrics["per_class_accuracy"]) == {"airplane", "automobile", "bird", "cat", "deer",
                                                   "dog", "frog", "horse", "ship", "truck"}
     history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().split("\n")
@@ -163,9 +214,15 @@ def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained_run, lear
 
 def test_resident_loader_path_trains_too(learnable_data, tmp_path):
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", tmp_path / "r",
-                   *TRAIN_ARGS, "--training.epochs", "1", "--data.loader", "resident")
+                   *TRAIN_ARGS, "--data.loader", "resident")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["loader"] == "resident"
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["loader"] == "resident"
+    assert metrics["test_accuracy"] > 0.2  # it learns (chance: 0.1)
+    history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text()
+               .splitlines()]
+    assert [h["train_images"] for h in history] == [160, 160, 160]  # 5 full batches of 32
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert not (tmp_path / "r" / "last.pt").exists()  # a complete run keeps no resume point
 
 

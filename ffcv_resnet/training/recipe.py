@@ -25,8 +25,10 @@ class TrainConfig:
                              "so 1 and N processes share one recipe and schedule")
     lr: float = option(0.4, f"peak learning rate at batch {BASE_BATCH}; the LR used is scaled "
                        f"linearly with the batch size (lr x batch_size / {BASE_BATCH})")
-    lr_start: float = option(0.0, "LR of the first step as a fraction of the peak (the warm-up "
-                             "rises linearly from it)")
+    lr_start: float = option(0.0, "where the warm-up starts, as a fraction of the peak: the "
+                             "factor rises linearly from it at step 0 to 1 at the peak step, "
+                             "and step k (from 1) takes the factor at k, so the first step "
+                             "takes lr_start + (1 - lr_start) / peak_steps")
     peak_epoch: float = option(4.0, "epoch at which the triangular LR schedule peaks (from 0 "
                                "to the peak, then down to 0 at the last step); a peak past the "
                                "middle of the run is moved to the middle")
