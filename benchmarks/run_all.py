@@ -158,6 +158,8 @@ def main() -> None:
     print(f"benchmarks on {info['device']} (torch {info['torch']}), sizes {s}")
     if "prepare" in chosen and not cfg.data.source:
         chosen.remove("prepare")  # needs a source to convert
+        if not chosen:
+            raise UserError("--bench.suites prepare needs --data.source (the source to convert)")
     runners = {
         "prepare": lambda: prepare_times(cfg.data.source),
         "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
@@ -204,6 +206,10 @@ def main() -> None:
             continue
         print(f"[{suite}] (estimate ~{est:.0f} s)", flush=True)
         t = time.perf_counter()
+        plan.append({"suite": suite, "estimated_seconds": est, "skipped": False,
+                     "running": True})  # a run stopped in this suite still names it
+        save_plan()
+        plan.pop()
         records, md = runners[suite]()
         path = write_records(out_dir, suite + tag, info, records)
         atomic_write_bytes(path.with_suffix(".md"),

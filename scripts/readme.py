@@ -66,9 +66,9 @@ def headline_block(results: Path = RESULTS) -> str:
     data, seeds and date; a GPU aim with no GPU record is marked unmeasured."""
     gpu = [r for r in map(_load, sorted(results.glob("reproduce-*.json")))
            if r.get("device_type") == "cuda" and not r.get("smoke")]
-    runs = [_load(p) for p in sorted(results.glob("run-*.json"))]
-    passes = [r for p in sorted(results.glob("gradcam-*.json")) for r in _load(p)
-              if r["name"].startswith("explain pass")]
+    runs = [_load(p) for p in sorted(results.glob("run-*.json")) if "smoke" not in p.name]
+    passes = [r for p in sorted(results.glob("gradcam-*.json")) if "smoke" not in p.name
+              for r in _load(p) if r["name"].startswith("explain pass")]
     rows = ["| aim | target | measured | where, on what, when |", "|---|---|---|---|"]
 
     def src(r: dict, extra: str = "") -> str:
@@ -97,12 +97,16 @@ def headline_block(results: Path = RESULTS) -> str:
         if aim not in measured:
             rows.append(f"{aim} | {target} | unmeasured: no GPU record yet | "
                         "`make reproduce` on a GPU writes it |")
+    def on(r: dict) -> str:
+        gpu = r.get("device_type") == "cuda" or r.get("cuda") or "NVIDIA" in r.get("device", "")
+        return "a GPU" if gpu else "a CPU"
     for r in runs:
-        rows.append(f"| 20-epoch run on a CPU | (not a target) | {r['test_accuracy']:.2%}, "
+        rows.append(f"| {r['epochs']}-epoch run on {on(r)} | (not a target) | "
+                    f"{r['test_accuracy']:.2%}, "
                     f"{r['train_seconds']:,.0f} s of training (seed {r['seed']}) | "
                     f"{src(r, ', ' + r['data'])} |")
     for r in passes:
-        rows.append(f"| explain's whole pass on a CPU | (not a target) | "
+        rows.append(f"| explain's whole pass on {on(r)} (benchmark) | (not a target) | "
                     f"{r['seconds'] / r['images'] * 1000:,.0f} ms per error "
                     f"({len(r['methods'])} methods, {len(r['metrics'])} scores, {r['precision']}) "
                     f"| {src(r)} |")

@@ -9,7 +9,7 @@ TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 # What building ffcv from source and making .venv need: a C compiler, Python's headers, venv
 # with pip, pkg-config and the OpenCV and libjpeg-turbo headers.
 need=()
-command -v cc >/dev/null || need+=(build-essential)
+{ command -v cc && command -v c++; } >/dev/null || need+=(build-essential)  # ffcv: C++
 "$PYTHON" -c "import sysconfig, os, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" 2>/dev/null \
   || need+=(python3-dev)
 "$PYTHON" -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)

@@ -200,3 +200,19 @@ def test_output_folders_in_a_run_or_unwritable_are_refused_first(learnable_data,
             reproduce(rc, learnable_data, "")
         assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
     assert not (trained_run / "seed-0").exists() and not (trained_run / "sub").exists()
+
+
+def test_a_benchmark_stage_stopped_mid_suite_is_named_in_the_table():
+    """run_all names the suite it is in before it starts it: a stage killed at its limit leaves
+    that suite 'running' in its plan, and the record's table says it stopped unfinished."""
+    from ffcv_resnet.reproduce.record import markdown
+    r = {"device": "dev", "torch": "t", "cuda": None, "date": "d", "git_sha": "g", "smoke": True,
+         "data": {"source_kind": "k", "source": "/a/b", "counts": {"train": 1, "test": 1}},
+         "command": "c", "summary": {}, "seeds": [], "goals": {}, "skipped": [],
+         "cross_seed": {"seeds": [], "always_wrong": [], "sometimes_wrong": []},
+         "budget_minutes": 7, "bench": {"budget_seconds": 150, "plan": [
+             {"suite": "loader", "estimated_seconds": 10, "skipped": False, "seconds": 12},
+             {"suite": "train", "estimated_seconds": 70, "skipped": False, "running": True},
+             {"suite": "epoch", "estimated_seconds": 120, "skipped": True, "seconds_left": 5}]}}
+    assert ("Benchmarks within 150 s: loader 12 s (estimated 10), train stopped unfinished "
+            "(estimated 70 s); skipped: epoch (needed ~120 s).") in markdown(r)

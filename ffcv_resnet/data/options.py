@@ -59,7 +59,8 @@ class BenchData:
     """Data: where the betons live, where they come from (the prepare suite) and the loaders'
     threads"""
     dir: str = _dir()
-    source: str = _source()
+    source: str = option("", "CIFAR-10 source the prepare suite converts (empty: that suite is "
+                         "left out)")
     workers: int = _workers()
 
     def validate(self, prefix: str) -> None:

@@ -13,7 +13,8 @@ from ..device import slug
 GOALS = {"train_seconds": 12.0, "explain_seconds": 2.0}
 
 
-CACHE = {"cold": "(cold cache)", "warm": "(warm cache)", "off": "(no compile)"}
+CACHE = {"cold": "(cold cache)", "warm": "(warm cache)", "shared": "(cache of other shapes)",
+         "off": "(no compile)"}
 
 
 def stats(values: list[float]) -> dict:
@@ -144,7 +145,8 @@ def markdown(r: dict) -> str:
     if r.get("bench") and r["bench"].get("plan"):
         b = r["bench"]
         ran = [f"{x['suite']} {x['seconds']:.0f} s (estimated {x['estimated_seconds']:.0f})"
-               for x in b["plan"] if not x["skipped"]]
+               if "seconds" in x else f"{x['suite']} stopped unfinished (estimated "
+               f"{x['estimated_seconds']:.0f} s)" for x in b["plan"] if not x["skipped"]]
         skipped = [f"{x['suite']} (needed ~{x['estimated_seconds']:.0f} s)"
                    for x in b["plan"] if x["skipped"]]
         lines += ["", f"Benchmarks within {b['budget_seconds']:.0f} s: "
@@ -195,6 +197,7 @@ def bundle(path: Path, record: dict, files: list[Path], out: Path) -> Path:
     runs = [Path(s["run_dir"]) for s in record.get("seeds", [])]
     if record.get("calibration"):
         runs.append(Path(record["calibration"]["run_dir"]))
+    runs += [Path(a["run_dir"]) for a in record.get("ablations", [])]
     for run in runs:
         members += [run / n for n in RUN_FILES if (run / n).is_file()]
     if (out / "always-wrong.png").is_file():

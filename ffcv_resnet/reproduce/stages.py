@@ -200,11 +200,13 @@ class Reproduction:
         say(f"[{stage}] failed: {error}" + (f" (log: {log})" if log else ""))
 
     # --- running a stage in its own process ---
-    def run(self, stage: str, args: list[str]) -> tuple[int, Path]:
+    def run(self, stage: str, args: list[str], limit: float | None = None) -> tuple[int, Path]:
         """A script in a fresh process, stdout and stderr to the stage's log; (status, log).
-        It is stopped when it outlives the budget by a minute."""
+        It is stopped when it outlives the budget by a minute, or its own `limit` (seconds)."""
         log = self.logs / f"{stage.replace(' ', '-')}.log"
         timeout = max(60.0, self.budget.left() + 60.0)
+        if limit is not None:
+            timeout = min(timeout, limit)
         with open(log, "w") as f:
             try:
                 code = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f,
@@ -235,6 +237,8 @@ class Reproduction:
         # a fresh process each; its compile found this command's cache empty or filled by an
         # earlier run (graphs of the same shapes for the seeds, others for the calibration)
         cache = "off" if m["compile"] != "on" else ("warm" if self.compiled_before else "cold")
+        if cache == "warm" and stage == "calibration":
+            cache = "shared"  # the cache holds the seeds' graphs, of other shapes (batch 500)
         self.compiled_before |= m["compile"] == "on"
         say(f"[{stage}] test accuracy {m['test_accuracy']:.2%}, training "
             f"{m['train_seconds']:.1f} s, warm-up {m['compile_seconds']:.1f} s"
@@ -311,8 +315,8 @@ class Reproduction:
         if seeds:  # what scripts/compare.py says of them
             cal, runs = [self.out / "calibration"], [Path(s["run_dir"]) for s in seeds]
             self.record["vs_calibration"] = {
-                "seed_0": compare_folders(cal, runs[:1]),
-                "seeds": compare_folders(cal, runs) if len(runs) > 1 else None}
+                "seed_0": _compared(cal, runs[:1]),
+                "seeds": _compared(cal, runs) if len(runs) > 1 else None}
 
     def ablation(self, recipe: str) -> None:
         """One seed-0 run of the default recipe changed by `recipe`, compared with seed 0."""
@@ -329,7 +333,7 @@ class Reproduction:
         self.record["ablations"].append({
             "name": name, "recipe": str(Path(recipe).relative_to(ROOT)) if Path(recipe)
             .is_relative_to(ROOT) else recipe, **result,
-            "vs_seed_0": compare_folders([Path(base["run_dir"])], [run]) if base else None})
+            "vs_seed_0": _compared([Path(base["run_dir"])], [run]) if base else None})
 
     def explain(self) -> None:
         seeds = self.record["seeds"]
@@ -370,7 +374,7 @@ class Reproduction:
         code, log = self.run("bench", [
             "benchmarks/run_all.py", "--data.dir", str(self.data_dir), "--bench.device",
             self.rc.device, "--bench.out", str(self.results), "--bench.budget_seconds",
-            f"{seconds:.0f}", *extra])
+            f"{seconds:.0f}", *extra], limit=seconds + 30)  # a suite over its estimate stops
         ran = read_json(plan, "benchmark plan")["suites"] if plan.is_file() else []
         self.record["bench"] = {"results": str(self.results), "suites": suites or "all",
                                 "budget_seconds": seconds, "plan": ran, "log": str(log)}
@@ -391,10 +395,10 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     _check_ffcv()
     recipe = _calibration_recipe(rc.calibration)
     ablations = [_calibration_recipe(a, "ablations") for a in rc.ablations if a]
-    _check_folders(out, results, 2 if rc.smoke else rc.seeds,
-                   [f"ablation-{Path(a).stem}" for a in ablations])
     if rc.train_args:
         parse_config(rc.train_args.split())  # a bad extra option is found now
+    _check_folders(out, results, 2 if rc.smoke else rc.seeds,
+                   [f"ablation-{Path(a).stem}" for a in ablations])
     r = Reproduction(rc, data_dir, results, out, device)
     tee = Tee(sys.stdout, r.log_path)
     sys.stdout = tee
@@ -441,6 +445,16 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     return r.record, json_path, md_path
 
 
+def _compared(a: list[Path], b: list[Path]) -> dict:
+    """compare.py's figures of two sides, or {"error": why} when they cannot be compared (e.g.
+    a recipe that changed the test subset): recorded, and the command goes on."""
+    try:
+        return compare_folders(a, b)
+    except UserError as e:
+        say(f"comparison not made: {e}")
+        return {"error": str(e), "summary": f"not compared ({e})"}
+
+
 def _check_ffcv() -> None:
     """ffcv's loader and writer import here (on Python 3.12 through data/ffcv_shim.py), or one
     line says why, before anything is spent."""
@@ -450,7 +464,7 @@ def _check_ffcv() -> None:
     except Exception as e:  # noqa: BLE001 (an ImportError, or a broken build's OSError)
         text = (str(e).strip().splitlines() or [""])[0]
         raise UserError(f"ffcv cannot be imported here ({type(e).__name__}: {text}); run "
-                        "`python3 -c 'import ffcv.loader'` to see why") from None
+                        "`python -c 'import ffcv_resnet.data.loaders'` to see why") from None
 
 
 def _calibration_recipe(name: str, option_name: str = "calibration") -> str:
@@ -461,7 +475,7 @@ def _calibration_recipe(name: str, option_name: str = "calibration") -> str:
     if not path.is_file():
         raise UserError(f"--reproduce.{option_name} {name}: no such recipe")
     parse_config(["-C", str(path)])  # a bad recipe is found now, not after the seeds
-    return str(path)
+    return str(path.resolve())  # train.py runs from the repository root, not from here
 
 
 def _check_folders(out: Path, results: Path, seeds: int, others: list[str] = ()) -> None:
