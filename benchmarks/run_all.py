@@ -193,9 +193,10 @@ def main() -> None:
             "budget_seconds": b.budget_seconds, "sizes": s, "compile_modes": modes,
             "probe_step_seconds_per_image": d.step, "cores": d.cores, "suites": plan})
 
+    package = package_missing() is None
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     for suite in chosen:
-        est = estimate(suite, d, s, modes, b.startup_compile, package_missing() is None,
-                       torch.cuda.device_count() if device.type == "cuda" else 0)
+        est = estimate(suite, d, s, modes, b.startup_compile, package, gpus)
         left = b.budget_seconds - (time.perf_counter() - start)
         if b.budget_seconds and est > left:
             print(f"[{suite}] skipped: needs ~{est:.0f} s, {max(left, 0):.0f} s of the "
@@ -206,17 +207,16 @@ def main() -> None:
             continue
         print(f"[{suite}] (estimate ~{est:.0f} s)", flush=True)
         t = time.perf_counter()
-        plan.append({"suite": suite, "estimated_seconds": est, "skipped": False,
-                     "running": True})  # a run stopped in this suite still names it
+        entry = {"suite": suite, "estimated_seconds": est, "skipped": False, "running": True}
+        plan.append(entry)  # a run stopped in this suite still names it
         save_plan()
-        plan.pop()
         records, md = runners[suite]()
         path = write_records(out_dir, suite + tag, info, records)
         atomic_write_bytes(path.with_suffix(".md"),
                            f"### {suite}\n\n{md}\n\nMeasured on {prov}. Records: "
                            f"`{path.name}`\n".encode())
-        plan.append({"suite": suite, "estimated_seconds": est, "skipped": False,
-                     "seconds": time.perf_counter() - t})
+        del entry["running"]
+        entry["seconds"] = time.perf_counter() - t
         save_plan()
     out = out_dir / f"{slug(info)}{tag}.md"
     write_device_page(out_dir, slug(info), tag, info["device"])

@@ -59,6 +59,12 @@ class RunConfig:
             raise ConfigError(f"--{prefix}.overwrite and --{prefix}.resume exclude each other")
 
 
+@dataclass(frozen=True)
+class FinishedRunConfig:
+    """Run: a finished training run"""
+    dir: str = option("runs/main", "run folder of a complete training run")
+
+
 def new_run_id() -> str:
     """Sortable and unique: the start time plus random bits."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -125,6 +131,21 @@ def enclosing_run(folder: Path) -> Path | None:
         if (p / CONFIG).is_file():
             return p
     return None
+
+
+def check_output_folder(folder: Path, option_name: str) -> None:
+    """UserError (one line naming --`option_name`) unless a command may write `folder`: not a
+    file, not a run folder nor inside one, and its nearest existing ancestor writable."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--{option_name} {folder}: exists and is not a folder")
+    run = enclosing_run(folder)
+    if run is not None:
+        raise UserError(f"--{option_name} {folder}: inside the run folder {run}; choose "
+                        "another folder")
+    existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--{option_name} {folder}: cannot be written")
 
 
 class RunFolder:

@@ -25,37 +25,33 @@ def _workers():
                   "shared among the processes of a machine)", resumable=True)
 
 
-def _check_dir(prefix: str, cfg) -> None:
-    require(bool(cfg.dir.strip()), f"{prefix}.dir", cfg.dir, "a folder")
+class _Checked:
+    """The checks every data section shares: a folder named, and (where the section has them)
+    the threads within this machine's cores."""
 
-
-def _check_workers(prefix: str, cfg) -> None:
-    cores = os.cpu_count() or 1
-    require(0 <= cfg.workers <= cores, f"{prefix}.workers", cfg.workers,
-            f"0 (all cores) to {cores}, this machine's cores")
+    def validate(self, prefix: str) -> None:
+        require(bool(self.dir.strip()), f"{prefix}.dir", self.dir, "a folder")
+        if hasattr(self, "workers"):
+            cores = os.cpu_count() or 1
+            require(0 <= self.workers <= cores, f"{prefix}.workers", self.workers,
+                    f"0 (all cores) to {cores}, this machine's cores")
 
 
 @dataclass(frozen=True)
-class DataDir:
+class DataDir(_Checked):
     """Data: where the betons live"""
     dir: str = _dir()
 
-    def validate(self, prefix: str) -> None:
-        _check_dir(prefix, self)
-
 
 @dataclass(frozen=True)
-class DataSource:
+class DataSource(_Checked):
     """Data: where the betons live and where they come from"""
     dir: str = _dir()
     source: str = _source()
 
-    def validate(self, prefix: str) -> None:
-        _check_dir(prefix, self)
-
 
 @dataclass(frozen=True)
-class BenchData:
+class BenchData(_Checked):
     """Data: where the betons live, where they come from (the prepare suite) and the loaders'
     threads"""
     dir: str = _dir()
@@ -63,13 +59,9 @@ class BenchData:
                          "left out)")
     workers: int = _workers()
 
-    def validate(self, prefix: str) -> None:
-        _check_dir(prefix, self)
-        _check_workers(prefix, self)
-
 
 @dataclass(frozen=True)
-class PrepareData:
+class PrepareData(_Checked):
     """Data: where the betons go and where they come from"""
     dir: str = _dir()
     source: str = _source()
@@ -77,13 +69,9 @@ class PrepareData:
                          "--data.source, or the source they were built from)")
     workers: int = _workers()
 
-    def validate(self, prefix: str) -> None:
-        _check_dir(prefix, self)
-        _check_workers(prefix, self)
-
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     """Data: where the betons live and how training batches reach the device"""
     dir: str = _dir()
     workers: int = _workers()
@@ -96,8 +84,7 @@ class DataConfig:
     test_subset: int = option(0, "evaluate on a fixed random subset of this many (0: all)")
 
     def validate(self, prefix: str) -> None:
-        _check_dir(prefix, self)
-        _check_workers(prefix, self)
+        super().validate(prefix)
         for name in ("train_subset", "test_subset"):
             require_range(prefix, self, name, 0)
 

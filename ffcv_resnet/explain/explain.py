@@ -21,7 +21,7 @@ from ..model import eval_mode
 from ..precision import AUTO_PRECISION, autocast, resolve_precision
 from ..records import Errors, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW, REPORT,
-                          SCREENSHOT, SUMMARY, RunFolder)
+                          SCREENSHOT, SUMMARY, FinishedRunConfig, RunFolder)
 from ..timing import Stopwatch
 from ..training.evaluate import tta_logits
 from .activations import check_layer
@@ -101,17 +101,11 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
-class ExplainRunConfig:
-    """Run: the finished run to explain"""
-    dir: str = option("runs/main", "run folder of a complete training run")
-
-
-@dataclass(frozen=True)
 class ExplainSettings:
     """scripts/explain.py's options."""
     data: DataDir
     explain: ExplainConfig
-    run: ExplainRunConfig
+    run: FinishedRunConfig
 
 
 @dataclass

@@ -66,10 +66,10 @@ def find_inputs(inputs: list[str]) -> tuple[list[str], list[Failed]]:
             paths += files
         else:
             missing.append(Failed(item, "no such file or folder"))
-    seen: set[str] = set()
-    unique = [x for x in paths if not (os.path.realpath(x) in seen
-                                       or seen.add(os.path.realpath(x)))]
-    return unique, missing
+    first: dict[str, str] = {}  # each file once, where it first appears
+    for x in paths:
+        first.setdefault(os.path.realpath(x), x)
+    return list(first.values()), missing
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

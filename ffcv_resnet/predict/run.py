@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from ..explain.gallery import overlay
 from ..io import atomic_path
 from ..png import array_png_bytes
 from ..records import dumps
-from ..run_folder import enclosing_run
+from ..run_folder import FinishedRunConfig, check_output_folder
 from ..timing import Stopwatch
 from .images import Decoded, Failed, decode_all, find_inputs
 from .model import Prediction, load_model, predict_images
@@ -71,32 +70,19 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
-class PredictRunConfig:
-    """Run: the finished run whose model predicts"""
-    dir: str = option("runs/main", "run folder of a complete training run")
-
-
-@dataclass(frozen=True)
 class PredictSettings:
     """scripts/predict.py's options."""
     predict: PredictConfig
-    run: PredictRunConfig
+    run: FinishedRunConfig
 
 
 def check_out(out: Path) -> None:
     """`out` may be written: new, empty, or an earlier prediction's folder; never a file or
     (inside) a run folder."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--predict.out {out}: exists and is not a folder")
-    run = enclosing_run(out)
-    if run is not None:
-        raise UserError(f"--predict.out {out}: inside the run folder {run}; choose another folder")
+    check_output_folder(out, "predict.out")
     if out.is_dir() and any(out.iterdir()) and not (out / JSON).is_file():
         raise UserError(f"--predict.out {out}: holds files that are not a prediction's; choose a "
                         "new or empty folder")
-    parent = next(p for p in (out.resolve(), *out.resolve().parents) if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--predict.out {out}: cannot be written")
 
 
 def overlay_name(k: int, path: str) -> str:

@@ -12,7 +12,6 @@ on disk. The exit status is 1 when any stage failed.
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from ..data.options import DataSource
 from ..device import PROJECT_ROOT, check_device, device_option, provenance, resolve_device, slug
 from ..errors import DataError, UserError, say
 from ..records import read_json
-from ..run_folder import ERRORS, EXPLAIN_JSON, METRICS, RunFolder, enclosing_run
+from ..run_folder import ERRORS, EXPLAIN_JSON, METRICS, RunFolder, check_output_folder
 from ..training.runner import parse_config
 from .preflight import preflight
 from .record import bundle, cross_seed, goals, summary, write_record
@@ -393,8 +392,8 @@ def reproduce(rc: ReproduceConfig, data_dir: Path, source: str) -> tuple[dict, P
     # absolute paths: explain.py and the benchmarks run from the repository root
     out, results, data_dir = Path(rc.out).resolve(), Path(rc.results).resolve(), data_dir.resolve()
     _check_ffcv()
-    recipe = _calibration_recipe(rc.calibration)
-    ablations = [_calibration_recipe(a, "ablations") for a in rc.ablations if a]
+    recipe = _checked_recipe(rc.calibration)
+    ablations = [_checked_recipe(a, "ablations") for a in rc.ablations if a]
     if rc.train_args:
         parse_config(rc.train_args.split())  # a bad extra option is found now
     _check_folders(out, results, 2 if rc.smoke else rc.seeds,
@@ -467,7 +466,7 @@ def _check_ffcv() -> None:
                         "`python -c 'import ffcv_resnet.data.loaders'` to see why") from None
 
 
-def _calibration_recipe(name: str, option_name: str = "calibration") -> str:
+def _checked_recipe(name: str, option_name: str = "calibration") -> str:
     """A recipe's path ('' for none), checked as a config before anything runs."""
     if not name:
         return ""
@@ -483,15 +482,7 @@ def _check_folders(out: Path, results: Path, seeds: int, others: list[str] = ())
     previous command's outputs are removed, so that nothing left from it can pass for this
     one's."""
     for folder, name in ((out, "out"), (results, "results")):
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"--reproduce.{name} {folder}: exists and is not a folder")
-        run = enclosing_run(folder)
-        if run is not None:
-            raise UserError(f"--reproduce.{name} {folder}: inside the run folder {run}; choose "
-                            "another folder")
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f"--reproduce.{name} {folder}: cannot be written")
+        check_output_folder(folder, f"reproduce.{name}")
     names = [f"seed-{k}" for k in range(max(seeds, 100))] + ["calibration", *others]
     names += [p.name for p in out.glob("ablation-*")]  # an earlier command's ablations too
     for name in names:
