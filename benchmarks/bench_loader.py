@@ -14,7 +14,7 @@ from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches
 
 def _drain(batches, augment=None) -> int:
     n, last = 0, None
-    for x, y in batches:
+    for x, y, *_ in batches:  # the engine's batches also carry each image's index
         last = augment(x) if augment is not None else x
         n += len(y)
     if last is not None:

@@ -99,7 +99,7 @@ def ablation(device: torch.device, batch_size: int, steps: int, repeats: int,
 
 def _epoch(step, batches, prepare) -> int:
     n = 0
-    for images, labels in batches:
+    for images, labels, *_ in batches:  # the engine's batches also carry each image's index
         step(prepare(images), labels)
         n += len(labels)
     return n

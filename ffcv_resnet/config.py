@@ -52,15 +52,18 @@ S = TypeVar("S")
 
 
 def option(default: Any, desc: str, choices: Sequence[str] | None = None,
-           resumable: bool = False, many: bool = False, positional: str = "") -> Any:
+           resumable: bool = False, many: bool = False, positional: str = "",
+           aliases: dict[str, str] | None = None) -> Any:
     """A dataclass field with the help text and allowed values the CLI shows. `resumable`: a
     resumed run may set it anew (where and how it runs, never what it computes). `many`: the
     option takes one or more values (`--compare.a RUN RUN ...`), parsed into a tuple of str.
     `positional`: the field (a tuple) takes the command line's positional arguments, shown under
-    this name (`scripts/predict.py ... IMAGE ...`), instead of an option."""
+    this name (`scripts/predict.py ... IMAGE ...`), instead of an option. `aliases`: other
+    words a choice option still reads (an old boolean's true/false), each standing for a choice."""
     return dataclasses.field(default=default, metadata={"desc": desc, "choices": choices,
                                                         "resumable": resumable, "many": many,
-                                                        "positional": positional})
+                                                        "positional": positional,
+                                                        "aliases": aliases or {}})
 
 
 def sections(settings: type) -> dict[str, type]:
@@ -76,8 +79,9 @@ def resumable(settings: type) -> set[str]:
 
 
 class _Strict(Checker):
-    def __init__(self, kind: type, choices: Sequence[str] | None = None):
-        self.kind, self.choices = kind, choices
+    def __init__(self, kind: type, choices: Sequence[str] | None = None,
+                 aliases: dict[str, str] | None = None):
+        self.kind, self.choices, self.aliases = kind, choices, aliases or {}
 
     def check(self, value: Any) -> Any:
         if self.kind is tuple:
@@ -101,6 +105,8 @@ class _Strict(Checker):
                 raise ValueError(value)
             return float(value)
         value = str(value)
+        if value.strip().lower() in self.aliases:  # YAML reads `true` as a bool: str() -> True
+            return self.aliases[value.strip().lower()]
         if self.choices and value not in self.choices:
             raise ValueError(value)
         return value
@@ -126,7 +132,8 @@ def _declare(settings: type) -> Config:
         for f in dataclasses.fields(cls):
             type_name = f.type if isinstance(f.type, str) else f.type.__name__
             kind = {"bool": bool, "int": int, "float": float, "tuple": tuple}.get(type_name, str)
-            params[f.name] = Param(_Strict(kind, f.metadata.get("choices")),
+            params[f.name] = Param(_Strict(kind, f.metadata.get("choices"),
+                                           f.metadata.get("aliases")),
                                    f.metadata.get("desc", ""), default=f.default)
         Section(name, (cls.__doc__ or name).strip(), config_descriptor=config).params(**params)
     return config

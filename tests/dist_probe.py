@@ -1,6 +1,8 @@
-"""scripts/train.py with two observers, for the torchrun tests: every training image each process
-is given (a hash per image, per epoch) and each process's weights when training ends, written
-to $PROBE_DIR/rank{RANK}.json and rank{RANK}.pt. Training itself is unchanged."""
+"""scripts/train.py with three observers, for the torchrun tests: every training image each
+process is given (a hash per image, per epoch, and the beton index its batch carries), each
+image's alternating flip per epoch, and each process's weights when training ends, written to
+$PROBE_DIR/rank{RANK}.json, rank{RANK}-index.json, rank{RANK}-flips.json and rank{RANK}.pt.
+Training itself is unchanged."""
 import hashlib
 import json
 import os
@@ -13,11 +15,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ffcv_resnet.data import augment  # noqa: E402
 from ffcv_resnet.training import engine, loop as train  # noqa: E402
 
 OUT = Path(os.environ.get("PROBE_DIR", "."))
 RANK = os.environ.get("RANK", "0")
 SEEN: list[list[str]] = []  # per epoch, the hash of every image this process trained on
+INDEX: list[list[int]] = []  # per epoch, the beton index each of those images came with
+FLIPS: dict[int, dict[int, bool]] = {}  # epoch -> {beton index: flipped} (alternating flips)
 
 
 def image_hashes(images: torch.Tensor) -> list[str]:
@@ -43,13 +48,23 @@ class Observed:
 
     def __iter__(self):
         SEEN.append([])
-        for images, labels in self.inner:
-            SEEN[-1].extend(image_hashes(images))
-            yield images, labels
+        INDEX.append([])
+        for batch in self.inner:
+            SEEN[-1].extend(image_hashes(batch.images))
+            INDEX[-1].extend(batch.index.tolist())
+            yield batch
         (OUT / f"rank{RANK}.json").write_text(json.dumps(SEEN))
+        (OUT / f"rank{RANK}-index.json").write_text(json.dumps(INDEX))
 
 
-_batches, _fit = engine.train_batches, train.fit
+_batches, _fit, _flips = engine.train_batches, train.fit, augment.alternating_flips
+
+
+def observed_flips(first, index, epoch):
+    out = _flips(first, index, epoch)
+    FLIPS.setdefault(epoch, {}).update(zip(index.tolist(), out.tolist()))
+    (OUT / f"rank{RANK}-flips.json").write_text(json.dumps(FLIPS))
+    return out
 
 
 def observed_batches(*args, **kwargs):
@@ -65,5 +80,6 @@ def observed_fit(step, *args, **kwargs):
 
 if __name__ == "__main__":
     engine.train_batches, train.fit = observed_batches, observed_fit
+    augment.alternating_flips = observed_flips
     sys.argv = [str(ROOT / "scripts" / "train.py"), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ffcv_resnet.data.cifar import MEAN
@@ -88,3 +89,74 @@ def test_the_published_order_cuts_out_before_translating_so_the_square_moves_and
         plain = dataclasses.replace(cfg, cutout=0)
         assert torch.equal(apply(x, d, plain),
                            apply(x, d, dataclasses.replace(plain, order="flip_cutout_translate")))
+
+
+ALTERNATE = AugmentConfig(pad=0, flip="alternate", cutout=0)  # flips alone: what is flipped shows
+
+
+def _flipped(x: torch.Tensor, out: torch.Tensor) -> list[bool]:
+    """Per image: the output is its mirror (True) or itself (False); asymmetric images only."""
+    plain, mirror = to_float(x), to_float(x).flip(3)
+    result = []
+    for o, p, m in zip(out, plain, mirror):
+        assert torch.equal(o, m) != torch.equal(o, p)
+        result.append(torch.equal(o, m))
+    return result
+
+
+def test_alternating_flips_flip_each_image_every_other_epoch_whatever_its_batch():
+    images = _batch(40, seed=3)
+    aug = BatchAugment(ALTERNATE, "cpu", seed=0, images=40, flip_seed=7)
+    flips = {}  # (epoch, image) -> flipped
+    for epoch in range(4):
+        order = torch.randperm(40, generator=torch.Generator().manual_seed(epoch))
+        for part in order.split(16):  # batches of another composition every epoch
+            for i, f in zip(part.tolist(), _flipped(images[part], aug(images[part], part, epoch))):
+                flips[epoch, i] = f
+    first = [flips[0, i] for i in range(40)]
+    assert 10 < sum(first) < 30  # epoch 0: at random
+    for i in range(40):
+        assert [flips[e, i] for e in range(4)] == [first[i], not first[i]] * 2
+    # a resumed run (a new object, a later epoch) flips the same images; another seed others
+    again = BatchAugment(ALTERNATE, "cpu", seed=5, images=40, flip_seed=7)
+    idx = torch.arange(40)
+    assert _flipped(images, again(images, idx, 3)) == [not f for f in first]
+    other = BatchAugment(ALTERNATE, "cpu", seed=0, images=40, flip_seed=8)
+    assert _flipped(images, other(images, idx, 0)) != first
+
+
+def test_flip_option_reads_its_old_boolean_and_its_modes():
+    from ffcv_resnet.config import ConfigError, parse
+    from ffcv_resnet.training.runner import TrainSettings
+
+    def flip(*argv):
+        return parse(TrainSettings, ["--run.dir", "x", *argv]).augment.flip
+
+    assert flip() == "random"
+    assert [flip("--augment.flip", v) for v in ("true", "false", "alternate", "off", "random")] \
+        == ["random", "off", "alternate", "off", "random"]
+    assert AugmentConfig(flip=False).flip == "off" and AugmentConfig(flip=True).flip == "random"
+    with pytest.raises(ConfigError, match="augment.flip"):
+        flip("--augment.flip", "sometimes")
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "resident"])
+def test_alternating_flips_alternate_per_image_through_either_loader(kind, sources, tiny,
+                                                                     tmp_path):
+    from ffcv_resnet.data.betons import beton_path
+    from ffcv_resnet.data.convert import prepare
+    from ffcv_resnet.data.loaders import train_batches
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    batches = train_batches(kind, beton_path(tmp_path / "d", "train"), 5, torch.device("cpu"),
+                            seed=1)
+    aug = BatchAugment(ALTERNATE, "cpu", images=30, flip_seed=0)
+    where = {bytes(img): i for i, img in enumerate(tiny["train"].images)}
+    flips: dict[int, list[bool]] = {}
+    for epoch in range(4):
+        for x, _, index in batches:
+            for img, f in zip(x, _flipped(x, aug(x, index, epoch))):
+                flips.setdefault(where[bytes(img.permute(1, 2, 0).contiguous().numpy())],
+                                 []).append(f)
+    assert len(flips) == 30 and all(len(f) == 4 for f in flips.values())
+    assert all(f == [f[0], not f[0]] * 2 for f in flips.values())
+    assert 0 < sum(f[0] for f in flips.values()) < 30

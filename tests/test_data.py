@@ -95,10 +95,11 @@ def test_ffcv_training_batches_shuffle_reproducibly_and_drop_last(sources, tiny,
     def epoch_order(seed):
         batches = FfcvBatches(path, 8, CPU, order="random", seed=seed)
         assert len(batches) == 30 // 8
-        out = [(x.shape, [index[bytes(img.permute(1, 2, 0).contiguous().numpy())] for img in x])
-               for x, _ in batches]
-        assert all(shape == (8, 3, 32, 32) for shape, _ in out)
-        return [i for _, order in out for i in order]
+        out = [(x.shape, [index[bytes(img.permute(1, 2, 0).contiguous().numpy())] for img in x],
+                i.tolist()) for x, _, i in batches]
+        assert all(shape == (8, 3, 32, 32) for shape, _, _ in out)
+        assert all(found == carried for _, found, carried in out)  # each image's beton index
+        return [i for _, order, _ in out for i in order]
 
     first = epoch_order(0)
     assert len(first) == 24 and len(set(first)) == 24  # drop_last: 3 full batches, no repeats
@@ -140,10 +141,12 @@ def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_pa
     prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
     batches = ResidentBatches(beton_path(tmp_path / "d", "train"), 8, CPU, seed=1)
     seen = []
-    for x, y in batches:
+    for x, y, i in batches:
         assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
         seen += [(bytes(img.permute(1, 2, 0).contiguous().numpy()), int(lbl))
                  for img, lbl in zip(x, y)]
+        # each image's carried beton index is where it sits in the source
+        assert [bytes(tiny["train"].images[k]) for k in i.tolist()] == [s for s, _ in seen[-8:]]
     assert len(batches) == 3 and len(set(seen)) == 24
     order = [bytes(img) for img in tiny["train"].images]
     source = {(bytes(img), int(lbl)) for img, lbl in zip(tiny["train"].images,
@@ -151,7 +154,7 @@ def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_pa
     assert set(seen) <= source
     places = [order.index(img) for img, _ in seen]
     assert places != sorted(places)  # shuffled, not the file's order
-    again = [bytes(img.permute(1, 2, 0).contiguous().numpy()) for x, _ in batches for img in x]
+    again = [bytes(img.permute(1, 2, 0).contiguous().numpy()) for x, *_ in batches for img in x]
     assert again != [img for img, _ in seen]  # the next epoch draws another order
 
 
@@ -273,3 +276,47 @@ def test_up_to_date_check_stays_light():
     r = _run("-c", "import sys; sys.path.insert(0, '.'); import ffcv_resnet.data.convert, "
                    "ffcv_resnet.config; print('torch' in sys.modules, 'ffcv' in sys.modules)")
     assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stderr
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "resident"])
+def test_batches_name_each_image_by_its_beton_index_in_subsets_and_shards(kind, sources, tiny,
+                                                                          tmp_path):
+    """What alternating flips and per-image records key on: every image a batch carries is the
+    source's image at the index it carries, with a subset and in each of two shards."""
+    from ffcv_resnet.data.loaders import Shard, train_batches
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    subset = [1, 2, 4, 5, 7, 9, 11, 12, 13, 17, 20, 21, 22, 25, 26, 29]
+    seen = []
+    for rank in (0, 1):
+        if kind == "ffcv":  # FFCV shards inside a process group only: stand in with its sampler
+            batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU, seed=3,
+                                  indices=subset)
+            if rank:
+                continue
+        else:
+            batches = train_batches(kind, beton_path(tmp_path / "d", "train"), 4, CPU, seed=3,
+                                    indices=subset, shard=Shard(rank, 2))
+        for x, y, i in batches:
+            pixels = x.permute(0, 2, 3, 1).numpy()
+            np.testing.assert_array_equal(pixels, tiny["train"].images[i.numpy()])
+            np.testing.assert_array_equal(y.numpy(), tiny["train"].labels[i.numpy()])
+            seen += i.tolist()
+    assert len(seen) == len(set(seen)) == 16 and set(seen) == set(subset)
+
+
+def test_an_ffcv_pass_left_early_stops_its_thread_and_keeps_the_thread_count(sources, tmp_path):
+    import threading
+    prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
+    batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU, workers=1)
+    before, threads = set(threading.enumerate()), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        epoch = iter(batches)
+        next(epoch)
+        assert torch.get_num_threads() == 2  # FFCV's __iter__ set it to its 1 worker
+        started = set(threading.enumerate()) - before
+        assert any(t.daemon for t in started)  # FFCV's epoch thread
+        epoch.close()
+        assert not any(t.is_alive() for t in started)
+    finally:
+        torch.set_num_threads(threads)

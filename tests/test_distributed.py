@@ -49,7 +49,8 @@ def ddp_runs(learnable_data, tmp_path_factory) -> dict[str, Path]:
     for loader in ("ffcv", "resident"):
         root = tmp_path_factory.mktemp(f"ddp-{loader}")
         r = torchrun("--data.dir", learnable_data, "--run.dir", root / "run", *TRAIN_ARGS,
-                     "--data.loader", loader, env={"PROBE_DIR": str(root)})
+                     "--data.loader", loader, "--augment.flip", "alternate",
+                     env={"PROBE_DIR": str(root)})
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("test accuracy") == 1 and "2 processes of cpu" in r.stdout
         runs[loader] = root
@@ -60,7 +61,8 @@ def ddp_runs(learnable_data, tmp_path_factory) -> dict[str, Path]:
 def test_two_processes_train_one_run_with_equal_weights(ddp_runs, loader):
     root = ddp_runs[loader]
     assert sorted(p.name for p in root.iterdir()) == [
-        "rank0.json", "rank0.pt", "rank1.json", "rank1.pt", "run"]
+        "rank0-flips.json", "rank0-index.json", "rank0.json", "rank0.pt",
+        "rank1-flips.json", "rank1-index.json", "rank1.json", "rank1.pt", "run"]
     m = read(root / "run" / "metrics.json")
     assert m["processes"] == 2 and m["epochs"] == 3 and m["train_images"] == 3 * 160
     a, b = torch.load(root / "rank0.pt"), torch.load(root / "rank1.pt")
@@ -81,6 +83,29 @@ def test_every_training_image_once_per_epoch_across_processes(ddp_runs, learnabl
         assert len(seen[0][epoch]) == len(seen[1][epoch]) == 80  # an equal share each
         assert collections.Counter(seen[0][epoch] + seen[1][epoch]) == everything
     assert seen[0][0] != seen[0][1]  # a new order every epoch
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "resident"])
+def test_alternating_flips_alternate_per_image_across_two_processes(ddp_runs, learnable_data,
+                                                                    loader):
+    """Each process flips its shard's images by beton index and epoch: over both processes
+    every image is flipped at random in epoch 0 and then every other epoch, and the index a
+    batch carries is the image's own."""
+    images, _ = load_all(beton_path(learnable_data, "train"), torch.device("cpu"))
+    hashes = image_hashes(images)
+    flips: dict[int, list[bool]] = collections.defaultdict(list)
+    for rank in (0, 1):
+        seen = read(ddp_runs[loader] / f"rank{rank}.json")
+        index = read(ddp_runs[loader] / f"rank{rank}-index.json")
+        assert [[hashes[i] for i in epoch] for epoch in index] == seen
+    by_epoch = [read(ddp_runs[loader] / f"rank{r}-flips.json") for r in (0, 1)]
+    for epoch in ("0", "1", "2"):
+        both = {**by_epoch[0][epoch], **by_epoch[1][epoch]}
+        assert len(both) == 160  # each image once, in one of the processes
+        for i, f in both.items():
+            flips[int(i)].append(f)
+    assert all(f == [f[0], not f[0], f[0]] for f in flips.values())
+    assert 40 < sum(f[0] for f in flips.values()) < 120
 
 
 @pytest.mark.parametrize("loader", ["ffcv", "resident"])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+import yaml
 
 from conftest import ROOT, TRAIN_ARGS, run_script
 from ffcv_resnet.training import recipe as T
@@ -395,3 +396,46 @@ def test_rarely_used_options_do_what_they_say(learnable_data, tmp_path):
             for key, v in section.items() if (name, key) not in where]
     assert "auto" not in flat
     assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] in (2, 3)
+
+
+LEVERS = ["--training.ema", "lookahead", "--training.ema_every", "2", "--augment.flip",
+          "alternate", "--training.bn_bias_lr_scale", "4", "--training.bn_momentum", "0.3"]
+
+
+def test_a_run_with_every_lever_resumes_bit_identically(trained_run, learnable_data, tmp_path):
+    """Weight averaging, alternating flips and the BatchNorm levers survive a SIGKILL: the
+    resumed run's weights (the average) equal an uninterrupted run's."""
+    whole = tmp_path / "whole"
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", whole,
+                   *TRAIN_ARGS, *LEVERS, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "scripts/train.py", "--data.dir", str(learnable_data),
+                          "--run.dir", str(run_dir), *TRAIN_ARGS, *LEVERS],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(run_dir / "last.pt", p)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL and not (run_dir / "metrics.json").exists()
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
+                   "--run.resume", "true", timeout=300)
+    assert r.returncode == 0 and "resuming run" in r.stdout, r.stderr[-2000:]
+    a = torch.load(whole / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    plain = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], plain[k]) for k in a)  # the levers changed what trained
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (cfg["training"]["ema"], cfg["augment"]["flip"]) == ("lookahead", "alternate")
+
+
+def test_a_run_written_before_flip_modes_resumes_with_its_boolean(trained_run, tmp_path):
+    from ffcv_resnet.training.runner import parse_config
+    old = yaml.safe_load((trained_run / "config.yaml").read_text())
+    old["augment"]["flip"] = True  # as runs wrote it when flip was a boolean
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = parse_config(["--run.dir", str(tmp_path / "r"), "--run.resume", "true"])
+    assert cfg.augment.flip == "random"
+    with pytest.raises(ConfigError, match="a resumed run keeps its recipe"):
+        parse_config(["--run.dir", str(tmp_path / "r"), "--run.resume", "true",
+                      "--augment.flip", "alternate"])

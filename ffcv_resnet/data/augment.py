@@ -1,5 +1,7 @@
 """Batched augmentation on the device: reflect-padded random crop, horizontal flip, cutout, in
-one of two orders.
+one of two orders. Flips are drawn at random, or alternate per image across epochs (airbench's
+rule: a random choice in epoch 0, then the opposite of the previous epoch's), decided from the
+image's beton index and the epoch alone, so a resumed or sharded run flips the same images.
 
 Tensor ops over the whole batch, no per-image Python. Random draws come from a seeded generator on
 the batch's device and are kept apart from how they are applied, so a run can be repeated and the
@@ -12,24 +14,34 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import option, require_range
+from ..config import option, require, require_range
 from .cifar import MEAN  # cutout fills with the mean: zero after normalisation
 
 ORDERS = ("crop_flip_cutout", "flip_cutout_translate")  # the order of the three operations
+FLIPS = ("random", "alternate", "off")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Augmentation: batched, on the device"""
     pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
-    flip: bool = option(True, "random horizontal flip")
+    flip: str = option("random", "horizontal flip: random (each image, each epoch, with "
+                       "probability 1/2); alternate (at random in epoch 0, then each image "
+                       "exactly in the epochs it was not flipped in the one before); off. "
+                       "true/false still read as random/off", FLIPS,
+                       aliases={"true": "random", "false": "off"})
     cutout: int = option(8, "side of the cutout square (0: off)")
     order: str = option("crop_flip_cutout", "crop_flip_cutout: crop, flip, then cut out of the "
                         "cropped image; flip_cutout_translate (the published fast ResNet-18 "
                         "script): flip, cut out, then crop the whole cut-out image, so the square "
                         "moves with the image and can be mirrored at a border", ORDERS)
 
+    def __post_init__(self):
+        if isinstance(self.flip, bool):  # the option's old type, from Python callers
+            object.__setattr__(self, "flip", "random" if self.flip else "off")
+
     def validate(self, prefix: str) -> None:
+        require(self.flip in FLIPS, f"{prefix}.flip", self.flip, "one of " + "|".join(FLIPS))
         require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
         require_range(prefix, self, "cutout", 0, 32)
 
@@ -57,9 +69,15 @@ def draw(cfg: AugmentConfig, batch: int, size: int, generator: torch.Generator) 
         return torch.randint(0, high, (batch,), device=dev, generator=generator)
 
     return Draws(dy=ints(2 * cfg.pad + 1), dx=ints(2 * cfg.pad + 1),
-                 flip=ints(2).bool() if cfg.flip else torch.zeros(batch, dtype=torch.bool,
-                                                                  device=dev),
+                 flip=ints(2).bool() if cfg.flip != "off" else torch.zeros(batch, dtype=torch.bool,
+                                                                          device=dev),
                  cy=ints(size - cfg.cutout + 1), cx=ints(size - cfg.cutout + 1))
+
+
+def alternating_flips(first: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """(B,) bool: image `index[i]` is flipped in `epoch` (from 0) exactly when its epoch-0 flip
+    `first[index[i]]` is, in even epochs, and exactly when it is not, in odd ones."""
+    return first[index] ^ bool(epoch % 2)
 
 
 def crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
@@ -102,12 +120,20 @@ def apply(x: torch.Tensor, d: Draws, cfg: AugmentConfig) -> torch.Tensor:
 
 
 class BatchAugment:
-    """uint8 batch -> augmented float batch in [0, 1], channels_last, reproducible from a seed."""
+    """uint8 batch -> augmented float batch in [0, 1], channels_last, reproducible from a seed.
 
-    def __init__(self, cfg: AugmentConfig, device: torch.device, seed: int = 0):
+    With alternating flips, `images` (how many the beton holds) and `flip_seed` (the same in
+    every process of a run) fix each image's epoch-0 flip; the other draws come from `seed`."""
+
+    def __init__(self, cfg: AugmentConfig, device: torch.device, seed: int = 0,
+                 images: int = 0, flip_seed: int = 0):
         cfg.validate("augment")
         self.cfg = cfg
         self.generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+        self.first_flip = None  # (images,) bool on the device: each image's flip in epoch 0
+        if cfg.flip == "alternate":
+            g = torch.Generator().manual_seed(flip_seed)
+            self.first_flip = torch.randint(0, 2, (images,), generator=g).bool().to(device)
 
     def state_dict(self) -> dict:
         """The generator's state: a resumed run draws what the uninterrupted one would have."""
@@ -116,7 +142,14 @@ class BatchAugment:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, index: torch.Tensor | None = None,
+                 epoch: int = 0) -> torch.Tensor:
+        """Augment a batch; `index` (each image's beton index) and `epoch` (from 0) decide
+        alternating flips."""
         x = to_float(images)
         d = draw(self.cfg, x.shape[0], x.shape[2], self.generator)
+        if self.first_flip is not None:
+            if index is None:
+                raise ValueError("alternating flips need each image's beton index")
+            d.flip = alternating_flips(self.first_flip, index, epoch)
         return apply(x, d, self.cfg).contiguous(memory_format=torch.channels_last)

@@ -3,7 +3,9 @@
 Two training paths behind one interface (an iterable of batches with a length, one pass per epoch):
 `FfcvBatches` streams from the beton through FFCV's Loader; `ResidentBatches` holds the whole
 split in device memory and shuffles and slices it there, with no per-epoch CPU work.
-Under torchrun both give each process its own shard of every epoch's order (`Shard`).
+Under torchrun both give each process its own shard of every epoch's order (`Shard`). Every
+batch carries the beton index of each image (what per-image rules, such as alternating flips,
+and per-image records key on).
 """
 from __future__ import annotations
 
@@ -27,7 +29,15 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E
 
 torch.set_num_threads(_THREADS)
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, 32, 32) uint8 channels_last, (B,) int64
+
+
+class Batch(NamedTuple):
+    """One training batch on the device."""
+    images: torch.Tensor  # (B, 3, 32, 32) uint8, channels_last
+    labels: torch.Tensor  # (B,) int64
+    index: torch.Tensor  # (B,) int64: each image's index in the beton
+
+
 ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
           "sequential": OrderOption.SEQUENTIAL}
 
@@ -85,6 +95,15 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
     return loader
 
 
+def epoch_of(loader: Loader):
+    """iter(loader), keeping torch's thread count: FFCV's __iter__ sets it to its worker count
+    (a changed count would also make torch.compile recompile its graphs)."""
+    threads = torch.get_num_threads()
+    epoch = iter(loader)
+    torch.set_num_threads(threads)
+    return epoch
+
+
 def check_order(order: str, processes: int = 1) -> None:
     """DataError unless FFCV can draw `order` for that many processes (it raises
     NotImplementedError for quasi_random with several)."""
@@ -114,6 +133,7 @@ class FfcvBatches:
         self.loader = ffcv_loader(path, batch_size, device, order=order, seed=seed,
                                   os_cache=os_cache, drop_last=True, indices=indices,
                                   workers=workers, distributed=shard.size > 1)
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -126,16 +146,28 @@ class FfcvBatches:
         self.loader.next_epoch = int(state["next_epoch"])
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, labels in self.loader:
-            yield images, labels.long()  # views into FFCV's ring buffer: used before the next
+        # FFCV's __iter__ draws this epoch's order as next_traversal_order() does (from seed +
+        # next_epoch, this process's shard under torchrun) and cuts it into batches in order:
+        # drawn here first, it names each batch's images (one copy to the device an epoch)
+        order = self.loader.next_traversal_order()[:len(self) * self.loader.batch_size]
+        index = torch.as_tensor(np.asarray(order, dtype=np.int64)).to(self.device)
+        bs = self.loader.batch_size
+        epoch = epoch_of(self.loader)
+        try:
+            for i, (images, labels) in enumerate(epoch):
+                # views into FFCV's ring buffer: used before the next
+                yield Batch(images, labels.long(), index[i * bs:(i + 1) * bs])
+        finally:  # a pass left early (break, an error): stop FFCV's thread and free its buffers
+            epoch.close()
+            epoch.join(timeout=5)
 
 
 def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = None,
-             batch_size: int = 1024) -> Batch:
+             batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image of a beton (or `indices` of it), in order, as one (N, 3, 32, 32) batch."""
     loader = ffcv_loader(path, batch_size, device, order="sequential", indices=indices)
     images, labels = [], []
-    for x, y in loader:
+    for x, y in epoch_of(loader):
         images.append(x.clone())  # the ring buffer is overwritten by the next batch
         labels.append(y.clone())
     images, labels = torch.cat(images), torch.cat(labels).long()
@@ -156,6 +188,10 @@ class ResidentBatches:
                  indices: Sequence[int] | None = None, shard: Shard = Shard()):
         images, self.labels = load_all(path, device, indices)
         self.images = images.permute(0, 2, 3, 1).contiguous()  # (N, 32, 32, 3): rows index cheaply
+        # beton index of each held image (the subset's, or 0..N-1)
+        self.index = torch.as_tensor(np.arange(len(self.labels)) if indices is None
+                                     else np.asarray(indices, dtype=np.int64),
+                                     device=self.images.device)
         self.batch_size, self.shard = batch_size, shard
         self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
 
@@ -175,7 +211,8 @@ class ResidentBatches:
         order = order[self.shard.rank:per_rank * self.shard.size:self.shard.size]
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]  # channels_last view
+            yield Batch(self.images[idx].permute(0, 3, 1, 2), self.labels[idx],  # channels_last
+                        self.index[idx])
 
 
 def subset_indices(n: int, k: int, seed: int = 0) -> np.ndarray | None:

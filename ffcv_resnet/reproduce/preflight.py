@@ -83,12 +83,13 @@ def _step(device: torch.device, batch: int, compile_on: bool) -> str:
 def _loader(kind: str, data_dir: Path, device: torch.device, batch: int) -> str:
     from ..data.loaders import train_batches
     batches = train_batches(kind, beton_path(data_dir, "train"), batch, device)
-    for images, labels in batches:  # one batch, then the loader is drained (its threads end)
-        ok = images.device.type == device.type and images.dtype == torch.uint8
-        shape = tuple(images.shape)
-        break
-    for _ in batches:
-        pass
+    epoch = iter(batches)
+    try:
+        images = next(epoch).images
+    finally:
+        epoch.close()  # one batch is enough: closing the pass ends FFCV's epoch thread
+    ok = images.device.type == device.type and images.dtype == torch.uint8
+    shape = tuple(images.shape)
     if not ok:
         raise RuntimeError(f"a batch arrived as {images.dtype} on {images.device}")
     return f"{shape} uint8 on {device.type}, {len(batches)} batches an epoch"

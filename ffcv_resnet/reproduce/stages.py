@@ -40,7 +40,9 @@ SMOKE = {"train_subset": 256, "test_subset": 100}  # CPU smoke mode: tiny subset
 # what the budget assumes a stage takes before one like it has been timed
 FIRST_SEED_SECONDS = {"smoke": 30.0, "cuda": 120.0, "cpu": 3600.0}
 EXPLAIN_SECONDS = {"smoke": 60.0, "cuda": 45.0, "cpu": 300.0}
-ABLATIONS = ("configs/ablations/init-pytorch.yaml", "configs/ablations/lr-0.2.yaml",
+ABLATIONS = ("configs/ablations/flip-alternate.yaml", "configs/ablations/ema.yaml",
+             "configs/ablations/bn-bias-lr-64.yaml", "configs/ablations/init-pytorch.yaml",
+             "configs/ablations/lr-0.2.yaml",
              "configs/ablations/init-pytorch-lr-0.2.yaml")  # in order, each as the budget allows
 BENCH_SECONDS = {"smoke": 90.0, "cuda": 150.0, "cpu": 900.0}  # the most the benchmarks get
 BENCH_MIN_SECONDS = 30.0  # less than this left: the benchmark stage is skipped

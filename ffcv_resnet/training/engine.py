@@ -15,6 +15,7 @@ from torch import nn
 
 from . import distributed as D
 from . import loop as T
+from .recipe import set_bn_momentum
 from ..data.augment import BatchAugment
 from ..data.betons import beton_path, checked_metadata
 from ..errors import UserError, say
@@ -112,6 +113,7 @@ def build_engine(cfg, meta: dict, device: torch.device, log=say,
     torch.manual_seed(tc.seed)  # the same initial weights in every process
     d = load_data(cfg, meta, device, w)
     model = resnet18(len(meta["classes"]), cfg.model.init)
+    set_bn_momentum(model, tc.bn_momentum)
     if cfg.run.summary:
         log(summary(model))
     runner = T.prepare_model(model, tc, device, lambda m: D.wrap(m, device, w, tc.sync_bn))
@@ -132,5 +134,7 @@ def build_engine(cfg, meta: dict, device: torch.device, log=say,
     compile_seconds = T.warm_up(
         model, step, (lambda: score(d.images[:tc.eval_batch_size])) if w.main else None,
         device, tc.batch_size // w.size) if tc.compile == "on" else 0.0
-    augment = BatchAugment(cfg.augment, device, augment_seed(tc.seed, w.rank))
+    # alternating flips key on beton indices with the run's seed: the same rule in every process
+    augment = BatchAugment(cfg.augment, device, augment_seed(tc.seed, w.rank),
+                           images=meta["counts"]["train"], flip_seed=tc.seed)
     return Engine(d, model, step, augment, evaluate, compile_seconds, w)

@@ -2,6 +2,7 @@
 its once-per-epoch divergence check. The recipe (options, schedule, optimiser) is in recipe.py."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..errors import TrainingFailed
 from ..precision import autocast
+from .average import WeightAverage
 from .recipe import TrainConfig, make_optimizer, make_schedule, peak_lr
 from ..timing import Stopwatch
 
@@ -65,6 +67,7 @@ class Step:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler | None
     cfg: TrainConfig
+    average: WeightAverage | None = None  # the weight average (--training.ema), updated here
     last_lr: float = 0.0  # the LR the latest step used (a Python float: reading it is no sync)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +88,8 @@ class Step:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.average is not None:
+            self.average.step()
         return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
 
@@ -92,7 +97,8 @@ class Step:
         """Optimiser (momentum buffers), schedule position and scaler: what resuming needs."""
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "average": self.average.state_dict() if self.average is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -100,13 +106,23 @@ class Step:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
+
+    def evaluated(self):
+        """A context in which the model holds the weights a run evaluates (the average, when
+        weights are averaged)."""
+        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
 
 
 def make_step(model: nn.Module, runner: nn.Module, cfg: TrainConfig, device: torch.device,
               steps_per_epoch: int) -> Step:
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    return Step(runner, optimizer, make_schedule(optimizer, cfg, steps_per_epoch), scaler, cfg)
+    average = None if cfg.ema == "off" else WeightAverage(
+        model, cfg.epochs * steps_per_epoch, cfg.ema_every, cfg.ema_rate, cfg.ema == "lookahead")
+    return Step(runner, optimizer, make_schedule(optimizer, cfg, steps_per_epoch), scaler, cfg,
+                average)
 
 
 def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device,
@@ -138,8 +154,9 @@ def all_finite(tensors) -> torch.Tensor:
 
 
 def train_one_epoch(step: Step, batches, augment, device: torch.device,
-                    progress: bool = False, reduce=None) -> dict:
-    """One pass over `batches`; loss and accuracy accumulate on the device, one sync at the end.
+                    progress: bool = False, reduce=None, epoch: int = 0) -> dict:
+    """One pass over `batches` (epoch `epoch`, from 0); loss and accuracy accumulate on the
+    device, one sync at the end.
 
     `finite` says whether the loss and every weight and buffer stayed finite: NaN propagates
     into the summed loss, so checking once per epoch costs no host sync per step. `reduce`
@@ -155,8 +172,8 @@ def train_one_epoch(step: Step, batches, augment, device: torch.device,
         from tqdm import tqdm
         iterator = tqdm(batches, total=len(batches), leave=False, desc="train", unit="batch")
     with Stopwatch(device) as t:
-        for images, labels in iterator:
-            loss, right = step(augment(images), labels)
+        for images, labels, index in iterator:
+            loss, right = step(augment(images, index, epoch), labels)
             loss_sum += loss
             correct += right
             seen += len(labels)
@@ -184,7 +201,8 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
     cfg, history = step.cfg, list(history or [])
     logits = m = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress, reduce)}
+        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress, reduce,
+                                               epoch - 1)}
         if not h.pop("finite"):
             raise TrainingFailed(f"training diverged in epoch {epoch}: the loss or the weights "
                                  f"became NaN or inf (peak LR {peak_lr(cfg):.4g})")
@@ -192,7 +210,7 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
         h["images_per_second"] = h["train_images"] / h["train_seconds"]
         logits = m = None
         if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
-            with Stopwatch(device) as t:
+            with Stopwatch(device) as t, step.evaluated():
                 logits, m = evaluate()
             if not math.isfinite(m["loss"]):
                 raise TrainingFailed(f"training diverged in epoch {epoch}: the test loss is "
@@ -202,5 +220,6 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
         if on_epoch is not None:
             on_epoch(history)
     if m is None:  # resumed after the last epoch was trained: evaluate it now
-        logits, m = evaluate()
+        with step.evaluated():
+            logits, m = evaluate()
     return history, logits, m

@@ -1,5 +1,6 @@
 """The recipe: training options and their checks, the LR/batch rule, the triangular schedule,
-and SGD-Nesterov with weight decay on the layers' weights (or, asked, on every parameter)."""
+and SGD-Nesterov with weight decay on the layers' weights (or, asked, on every parameter), with
+BatchNorm's biases at a multiple of the LR when asked; BatchNorm's momentum."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import option, require, require_range
+from .average import MODES as AVERAGES
 from ..precision import PRECISIONS, AUTO_PRECISION, TTA, resolve_precision
 from ..device import check_device, device_option
 
@@ -38,6 +40,19 @@ class TrainConfig:
                         "the linear layer; not BatchNorm's weights and biases nor the linear "
                         "bias) or all (every parameter)", ("weights", "all"))
     label_smoothing: float = option(0.1, "label smoothing of the training loss")
+    bn_bias_lr_scale: float = option(1.0, "BatchNorm biases train at this multiple of the LR, "
+                                     "with their weight decay divided by it (so the decay's "
+                                     "pull per step is unchanged); airbench uses 64")
+    bn_momentum: float = option(0.1, "BatchNorm's running-statistics momentum (PyTorch's "
+                                "sense: the weight of each new batch; airbench's 0.6 is 0.4 "
+                                "here)")
+    ema: str = option("off", "weight averaging, evaluated and saved as the run's model: ema (an "
+                      "exponential moving average of the weights and BatchNorm statistics, "
+                      "airbench94's warm-started decay rate^every (step/total)^3); lookahead (the "
+                      "same, written back into the weights at each update); off", AVERAGES)
+    ema_every: int = option(5, "steps between two updates of the weight average")
+    ema_rate: float = option(0.95, "the weight average's decay per step (before the "
+                             "(step/total)^3 warm start)")
     precision: str = option("auto", AUTO_PRECISION, PRECISIONS)
     channels_last: bool = option(True, "channels_last model and inputs")
     compile: str = option("auto", "torch.compile (auto: on CUDA only)", ("auto", "on", "off"))
@@ -68,6 +83,10 @@ class TrainConfig:
         require_range(prefix, self, "momentum", 0, 1, low_open=True, high_open=True)  # Nesterov
         require_range(prefix, self, "weight_decay", 0)
         require_range(prefix, self, "label_smoothing", 0, 1, high_open=True)
+        require_range(prefix, self, "bn_bias_lr_scale", 0, 1e4, low_open=True)
+        require_range(prefix, self, "bn_momentum", 0, 1)
+        require_range(prefix, self, "ema_every", 1)
+        require_range(prefix, self, "ema_rate", 0, 1)
         require_range(prefix, self, "eval_every", 0)
         require_range(prefix, self, "seed", 0, 2**31 - 1)
         check_device(prefix, self.device)
@@ -100,13 +119,30 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
     """SGD with Nesterov momentum. Weight decay on the weights of convolutions and the linear
     layer only (`decay` weights: every parameter of one dimension, i.e. BatchNorm's weights and
     biases and the linear layer's bias, gets none), or on every parameter (`decay` all, as the
-    published fast ResNet-18 script)."""
-    decay = [p for p in model.parameters() if p.ndim > 1 or cfg.decay == "all"]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1 and cfg.decay != "all"]
+    published fast ResNet-18 script). With `bn_bias_lr_scale` s != 1, BatchNorm's biases form a
+    third group at s times the LR and 1/s times their weight decay (airbench's bias_scaler)."""
+    scale = cfg.bn_bias_lr_scale
+    bn_biases = {id(m.bias) for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None} \
+        if scale != 1 else set()
+    rest = [p for p in model.parameters() if id(p) not in bn_biases]
+    decay = [p for p in rest if p.ndim > 1 or cfg.decay == "all"]
+    no_decay = [p for p in rest if p.ndim <= 1 and cfg.decay != "all"]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if bn_biases:
+        wd = cfg.weight_decay if cfg.decay == "all" else 0.0
+        groups.append({"params": [p for p in model.parameters() if id(p) in bn_biases],
+                       "lr": peak_lr(cfg) * scale, "weight_decay": wd / scale})
     return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum, nesterov=True,
                            fused=device.type == "cuda")
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Every BatchNorm layer's running-statistics momentum."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
 
 
 def make_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int):

@@ -65,8 +65,10 @@ def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Tr
     cfg = parse(TrainSettings, argv, description, base=base)
     device = resolve_device(cfg.training.device)  # compare 'auto' as this device resolves it
     now = flatten(as_dict(dataclasses.replace(cfg, training=R.resolved(cfg.training, device))))
+    # the stored values as this version reads them (an old `flip: true` is `random` now)
+    then = flatten(as_dict(parse(TrainSettings, [], description, base=base)))
     for key in sorted(set(stored) - RESUMABLE):
-        if key in now and now[key] != stored[key]:
+        if key in now and now[key] != then.get(key, stored[key]):
             raise ConfigError(f"--{key} {now[key]!r} differs from the resumed run's "
                               f"{stored[key]!r}: a resumed run keeps its recipe")
     return cfg
