@@ -59,10 +59,20 @@ class TestSet:
     subset: list[int] | None  # test indices of a fixed subset, None for the whole split
     tta: str  # none, flip or flip_translate
     class_counts: list[int]
+    # SHA-256 (16 hex) of the whole test split's pixels and labels in order: the same images
+    # wherever and whenever they were prepared; "" in records written before it existed
+    content: str = ""
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "TestSet":
         return _from_dict(cls, d, where)
+
+    def same_images_as(self, other: "TestSet") -> bool:
+        """Evaluated on the same test images: by content where both records name it, else (an
+        older record) by the fingerprint of the source the betons were made from."""
+        same = (self.content == other.content if self.content and other.content
+                else self.fingerprint == other.fingerprint)
+        return same and self.subset == other.subset and self.count == other.count
 
 
 @dataclass(frozen=True)

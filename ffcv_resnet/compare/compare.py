@@ -14,6 +14,7 @@ from ..config import option, require_range
 from ..data.options import DataDir
 from ..device import check_device, device_option
 from ..errors import UserError
+from ..run_folder import CHECKPOINT
 from ..training.runner import RESUMABLE
 from .runs import RunRecord, read_sides
 from .stats import bootstrap_ci, group_ci, mcnemar_p, two_by_two, verdict, welch
@@ -32,6 +33,11 @@ class CompareConfig:
     seed: int = option(0, "seed of the bootstrap resampling")
     tiles: int = option(200, "fixed and broken images shown as tiles on the page, each (the "
                         "ones whose p(true) moved most)")
+    same_test_set: bool = option(False, "pair runs whose records cannot show that they share a "
+                                 "test set (records made before runs named their test images "
+                                 "by content name the source by its path and time): their "
+                                 "counts, per-class counts and the true label of every error "
+                                 "they list are checked against --data.dir's test beton instead")
     device: str = device_option()
 
     def validate(self, prefix: str) -> None:
@@ -202,16 +208,31 @@ def compare_runs(cfg: CompareSettings, log=print) -> dict:
     from ..io import atomic_write_bytes
     from ..records import write_json
     from .page import render_page
-    from .tiles import build_tiles
+    from .tiles import build_tiles, empty_tiles
     cc = cfg.compare
-    a, b = read_sides(list(cc.a), list(cc.b))
+    a, b = read_sides(list(cc.a), list(cc.b), cc.same_test_set)
     out = Path(cc.out)
     check_out(out, [*a, *b])
-    check_data_matches(a[0].test, Path(cfg.data.dir))  # the tiles' images: before any work
+    data_dir = Path(cfg.data.dir)
+    # the tiles' images and, when asserted, the test set itself: checked before any work
+    if cc.same_test_set:
+        test_set = check_asserted_test_set([*a, *b], data_dir)
+    else:
+        named = next((r for r in (*a, *b) if r.test.content), a[0])
+        check_data_matches(named.test, data_dir)
+        test_set = "the same test images (by content)" if named.test.content else \
+            "the same source file (by its path and time: records without a content identity)"
     device = resolve_device(cc.device)
-    c = comparison(a, b, cc.seed)
+    c = {**comparison(a, b, cc.seed), "test_set": test_set}
     line = summary_line(c)
-    tiles = build_tiles(c, a, b, Path(cfg.data.dir), device, cc.tiles)
+    no_weights = [r.path for r in (*a, *b) if not (r.path / CHECKPOINT).is_file()]
+    if no_weights:  # a record of a run (its JSON files) without model.pt: no probabilities
+        tiles = empty_tiles(len(a[0].classes))
+        c["tiles_left_out"] = (f"{no_weights[0]} has no {CHECKPOINT} (a record without its "
+                               "weights): no run's probabilities or maps are shown")
+        log(f"tiles left out: {c['tiles_left_out']}")
+    else:
+        tiles = build_tiles(c, a, b, data_dir, device, cc.tiles)
     record = finite({**c, "summary": line, "shown": tiles.rows(c["classes"]),
                      "maps": tiles.maps})
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +242,33 @@ def compare_runs(cfg: CompareSettings, log=print) -> dict:
     log(line)
     log(f"-> {out / COMPARE_JSON}, {out / COMPARE_HTML}")
     return record
+
+
+def check_asserted_test_set(runs: list[RunRecord], data_dir: Path) -> str:
+    """--compare.same_test_set: every run's count and per-class counts, and the true label of
+    every error any run lists, are those of --data.dir's test beton; UserError otherwise."""
+    import torch
+    from ..data.betons import beton_path, checked_metadata
+    from ..data.loaders import load_all
+    checked_metadata(data_dir)
+    _, labels = load_all(beton_path(data_dir, "test"), torch.device("cpu"))
+    labels = labels.numpy()
+    for r in runs:
+        idx = r.indices()
+        if len(idx) != r.test.count or (len(idx) and idx.max() >= len(labels)):
+            raise UserError(f"{r.path}: evaluated on {r.test.count} test images; "
+                            f"{data_dir} holds {len(labels)}")
+        if np.bincount(labels[idx], minlength=len(r.classes)).tolist() != r.test.class_counts:
+            raise UserError(f"{r.path}: its test set's class counts differ from {data_dir}'s")
+        wrong = [e for e in r.errors.errors if labels[e.index] != e.true]
+        if wrong:
+            raise UserError(f"{r.path}: test image {wrong[0].index} is a "
+                            f"{r.classes[wrong[0].true]} in the run and a "
+                            f"{r.classes[labels[wrong[0].index]]} in {data_dir}: not the same "
+                            "test set")
+    checked = sum(len(r.errors.errors) for r in runs)
+    return (f"asserted by --compare.same_test_set: counts, class counts and the true labels of "
+            f"{checked} listed errors agree with {data_dir}")
 
 
 def compact(c: dict) -> dict:

@@ -67,9 +67,12 @@ def read_run(path: Path) -> RunRecord:
                      flatten(config), layer)
 
 
-def read_sides(a: list[str], b: list[str]) -> tuple[list[RunRecord], list[RunRecord]]:
+def read_sides(a: list[str], b: list[str],
+               asserted: bool = False) -> tuple[list[RunRecord], list[RunRecord]]:
     """Both sides' runs, checked: non-empty, complete, no run twice or on both sides (by folder
-    or by run id), every run on the same test set of the same classes."""
+    or by run id), every run on the same test set of the same classes. `asserted`: the user
+    says the test sets are the same where the records cannot show it (older records name the
+    source by its path and time): their counts, subset and per-class counts must still agree."""
     for name, side in (("a", a), ("b", b)):
         if not side:
             raise UserError(f"--compare.{name}: no run given")
@@ -89,10 +92,19 @@ def read_sides(a: list[str], b: list[str]) -> tuple[list[RunRecord], list[RunRec
         ids[r.run_id] = r.path
     first = runs[0]
     for r in runs[1:]:
-        if (r.test.fingerprint, r.test.subset, r.test.count) != (
-                first.test.fingerprint, first.test.subset, first.test.count):
+        if asserted:
+            if (r.test.subset, r.test.count, r.test.class_counts) != (
+                    first.test.subset, first.test.count, first.test.class_counts):
+                raise UserError(f"{r.path}: evaluated on another test set than {first.path} "
+                                "(another subset, count or class counts), even as asserted")
+        elif not r.test.same_images_as(first.test):
+            legacy = not (r.test.content and first.test.content)
             raise UserError(f"{r.path}: evaluated on another test set than {first.path} "
-                            "(another source, subset or count): the runs cannot be paired")
+                            "(other images, subset or count): the runs cannot be paired"
+                            + ("; one of them names its data only by the source's path and "
+                               "time: --compare.same_test_set true pairs them if you know "
+                               "they share the test images (checked against --data.dir)"
+                               if legacy else ""))
         if r.classes != first.classes:
             raise UserError(f"{r.path}: classes differ from {first.path}'s")
     return runs[:len(a)], runs[len(a):]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .betons import (FORMAT_VERSION, METADATA, beton_path, check_beton, damage, read_metadata,
-                     sha256_file)
+                     sha256_file, split_content)
 from .cifar import CLASSES, SPLITS, Split
 from ..errors import DataError, Interrupted, exit_at_once
 from ..io import atomic_path, atomic_write_bytes
@@ -250,6 +250,7 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
         raise DataError(f"{data_dir}: cannot write the betons ({e.strerror or e})") from None
     meta = {"format_version": FORMAT_VERSION, "classes": list(CLASSES),
             "counts": {s: len(splits[s].labels) for s in SPLITS}, "sha256": checksums,
+            "content": {s: split_content(splits[s].images, splits[s].labels) for s in SPLITS},
             "source": {"kind": kind, "path": str(src.resolve()), "fingerprint": stamp},
             "image": {"shape": [32, 32, 3], "dtype": "uint8", "write_mode": "raw"}}
     try:

@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple, Protocol, Sequence
 import numpy as np
 import torch
 
-from .betons import verified
+from .betons import beton_path, split_content, verified
 from .ffcv_shim import distutils_for_ffcv
 from ..errors import DataError
 
@@ -175,6 +175,16 @@ def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = N
     if len(labels) != expected:
         raise DataError(f"{path}: loader returned {len(labels)} images, expected {expected}")
     return images.contiguous(memory_format=torch.channels_last), labels
+
+
+def content_of(data_dir: Path, meta: dict, split: str) -> str:
+    """A split's content identity (`split_content`): from the metadata prepare_data.py wrote,
+    or, for betons prepared before it recorded one, from the split read whole."""
+    known = meta.get("content", {}).get(split)
+    if isinstance(known, str) and known:
+        return known
+    images, labels = load_all(beton_path(Path(data_dir), split), torch.device("cpu"))
+    return split_content(images.permute(0, 2, 3, 1).numpy(), labels.numpy())
 
 
 class ResidentBatches:

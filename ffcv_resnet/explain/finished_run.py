@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data.betons import beton_path, checked_metadata
-from ..data.loaders import load_all
+from ..data.loaders import content_of, load_all
 from ..errors import UserError
 from ..png import png_run_id
 from ..records import Errors, Metrics, TestError, TestSet, read_json
@@ -64,7 +64,11 @@ def check_data_matches(run_test: TestSet, data_dir: Path) -> dict:
     """The betons' metadata, if the test beton in `data_dir` is the run's; else a UserError."""
     meta = checked_metadata(data_dir)
     counts = meta["counts"]
-    if meta["source"]["fingerprint"] != run_test.fingerprint:
+    if run_test.content:  # the run names its test images by content: wherever they came from
+        if content_of(data_dir, meta, "test") != run_test.content:
+            raise UserError(f"{data_dir}: test beton does not match the run (other images or "
+                            f"labels, from {meta['source']['path']})")
+    elif meta["source"]["fingerprint"] != run_test.fingerprint:
         raise UserError(f"{data_dir}: test beton does not match the run (made from another "
                         f"source: {meta['source']['path']})")
     subset = run_test.subset

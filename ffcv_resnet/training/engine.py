@@ -20,8 +20,8 @@ from ..data.augment import BatchAugment
 from ..data.betons import beton_path, checked_metadata
 from ..errors import UserError, say
 from .evaluate import metrics, predict
-from ..data.loaders import (Batches, Shard, check_order, check_subset, load_all, subset_indices,
-                            train_batches)
+from ..data.loaders import (Batches, Shard, check_order, check_subset, content_of, load_all,
+                            subset_indices, train_batches)
 from ..model import resnet18, summary
 from ..records import TestSet
 
@@ -86,7 +86,8 @@ def load_data(cfg, meta: dict, device: torch.device, w: D.World = D.World()) -> 
                             device=device)
     test = TestSet(count=int(len(labels)), fingerprint=meta["source"]["fingerprint"],
                    subset=None if test_idx is None else test_idx.tolist(), tta=tc.tta,
-                   class_counts=torch.bincount(labels, minlength=len(meta["classes"])).tolist())
+                   class_counts=torch.bincount(labels, minlength=len(meta["classes"])).tolist(),
+                   content=content_of(data_dir, meta, "test"))
     return RunData(meta, batches, images, labels, index, test)
 
 
