@@ -2,6 +2,7 @@
 a figure was measured on (device, versions, date, git sha)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -55,20 +56,30 @@ def device_name(device: torch.device) -> str:
     return f"{name.strip()} ({torch.get_num_threads()} threads)"
 
 
-def provenance(device: torch.device) -> dict:
-    """What a figure was measured on: device name, torch and CUDA versions, date, git sha."""
-    import datetime
+GIT_ENV = "FFCV_RESNET_GIT"  # the commit of a copy without .git (the device command sets it)
+CODE_PATHS = ("ffcv_resnet", "benchmarks/*.py", "scripts", "configs")  # what "dirty" looks at
+
+
+def git_sha(root: Path = PROJECT_ROOT) -> str:
+    """The checkout's short commit, "-dirty" when its code differs from it; from $FFCV_RESNET_GIT
+    where there is no git repository (a working-tree copy on a GPU machine); else "unknown"."""
     import subprocess
-    root = PROJECT_ROOT
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ffcv_resnet",
-                                "benchmarks/*.py", "scripts", "configs"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        sha = sha + ("-dirty" if dirty else "") if sha else "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root,
+                               capture_output=True, text=True).stdout.strip() if sha else ""
     except OSError:
-        sha = "unknown"
+        sha = dirty = ""
+    if sha:
+        return sha + ("-dirty" if dirty else "")
+    return os.environ.get(GIT_ENV, "").strip() or "unknown"
+
+
+def provenance(device: torch.device) -> dict:
+    """What a figure was measured on: device name, torch and CUDA versions, date, git sha."""
+    import datetime
+    sha = git_sha()
     device = torch.device(device)
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None,

@@ -2,7 +2,8 @@
 process is given (a hash per image, per epoch, and the beton index its batch carries), each
 image's alternating flip per epoch, and each process's weights when training ends, written to
 $PROBE_DIR/rank{RANK}.json, rank{RANK}-index.json, rank{RANK}-flips.json and rank{RANK}.pt.
-Training itself is unchanged."""
+With PROBE_COMPILES=1, torch.compile gets a backend that counts the graphs Dynamo compiles (and
+runs them eager), written to rank{RANK}-compiles.json. Training itself is unchanged."""
 import hashlib
 import json
 import os
@@ -78,8 +79,25 @@ def observed_fit(step, *args, **kwargs):
     return out
 
 
+COMPILES: list[str] = []  # one entry per graph Dynamo handed to the backend
+
+
+def counting_compile(model, *args, mode=None, **kwargs):
+    """torch.compile with a backend that counts its graphs (mode would pick inductor)."""
+    def backend(gm, example_inputs):
+        COMPILES.append(f"graph {len(COMPILES)}: {len(example_inputs)} inputs")
+        (OUT / f"rank{RANK}-compiles.json").write_text(json.dumps(COMPILES))
+        return gm.forward
+    return _compile(model, *args, backend=backend, **kwargs)
+
+
+_compile = torch.compile
+
+
 if __name__ == "__main__":
     engine.train_batches, train.fit = observed_batches, observed_fit
+    if os.environ.get("PROBE_COMPILES"):
+        torch.compile = counting_compile
     augment.alternating_flips = observed_flips
     sys.argv = [str(ROOT / "scripts" / "train.py"), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -305,3 +305,27 @@ def test_a_stray_launch_environment_is_one_line_and_a_lone_process_does_not_wait
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143 and time.monotonic() - stopped < 10 and "interrupted" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_loader_thread_count_causes_no_recompile(learnable_data, tmp_path):
+    """FFCV's __iter__ sets torch's thread count to its workers; restored after each pass,
+    Dynamo's guard on it holds: with one loader thread, and in each of 2 torchrun processes
+    (which share the cores), as many graphs are compiled as with the loader at the default, or
+    as with the resident loader, which never runs FFCV's epoch."""
+    counts = {}
+    cases = (("default", "0", 1, "ffcv"), ("one-worker", "1", 1, "ffcv"),
+             ("ddp", "0", 2, "ffcv"), ("ddp-resident", "0", 2, "resident"))
+    for name, workers, procs, loader in cases:
+        root = tmp_path / name
+        root.mkdir()
+        args = ["--data.dir", learnable_data, "--run.dir", root / "run", *TRAIN_ARGS,
+                "--training.compile", "on", "--data.workers", workers, "--data.loader", loader]
+        env = {"PROBE_DIR": str(root), "PROBE_COMPILES": "1"}
+        r = (torchrun(*args, env=env) if procs == 2 else subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "dist_probe.py"), *map(str, args)], cwd=ROOT,
+            text=True, capture_output=True, timeout=600, env={**os.environ, **env}))
+        assert r.returncode == 0, r.stderr[-3000:]
+        counts[name] = len(read(root / "rank0-compiles.json"))
+    assert counts["default"] >= 2  # the training and the evaluation graphs at least
+    assert counts["one-worker"] == counts["default"], counts
+    assert counts["ddp"] == counts["ddp-resident"], counts  # DDP splits graphs at its buckets

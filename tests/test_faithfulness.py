@@ -161,3 +161,26 @@ def test_unknown_metric_is_one_line_listing_the_choices(setup):
                                         "cam_mult, road_morf, road_lerf, road_combined, "
                                         "deletion, insertion."):
         ffcv_resnet.faithfulness(model, images, maps, classes, metric="road")
+
+
+def test_the_imputer_reads_the_device_once_every_few_iterations(monkeypatch):
+    """Each convergence check is a host sync on a GPU: at most two reads (and one nonzero) per
+    CG_CHECK_EVERY iterations, not per iteration."""
+    from syncs import counting_syncs
+    from ffcv_resnet.explain import faithfulness as F
+    calls = {"n": 0}
+    original = F._neighbour_sum
+
+    def counted(*args):
+        calls["n"] += 1
+        return original(*args)
+    monkeypatch.setattr(F, "_neighbour_sum", counted)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 32, 32, generator=g)
+    known = torch.rand(6, 1, 32, 32, generator=g) > 0.97  # few known pixels: many iterations
+    with counting_syncs(monkeypatch) as seen:
+        F.linear_impute(images, known)
+    iterations = calls["n"] - 2  # two sums before the loop, one per iteration
+    assert F.CG_CHECK_EVERY >= 4 and iterations > 3 * F.CG_CHECK_EVERY  # long enough to tell
+    checks = iterations // F.CG_CHECK_EVERY + 1
+    assert seen["_local_scalar_dense"] <= 2 * checks and seen["nonzero"] <= checks

@@ -69,6 +69,9 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     import yaml  # every run compiles into the command's own cache, emptied at its start
     config = yaml.safe_load((out / "seed-1" / "config.yaml").read_text())
     assert config["training"]["compile_cache"] == str(out.resolve() / "compile-cache")
+    # nothing resumes here: no last.pt is written inside the budget
+    assert config["run"]["checkpoint_every"] == 0
+    assert json.loads((out / "seed-1" / "metrics.json").read_text())["checkpoint_seconds"] == 0
     plan = record["bench"]["plan"]  # run_all's own account of each suite within its budget
     assert [x["suite"] for x in plan] == ["loader", "gradcam"]
     assert all(not x["skipped"] and x["seconds"] > 0 and x["estimated_seconds"] > 0
@@ -217,3 +220,43 @@ def test_a_benchmark_stage_stopped_mid_suite_is_named_in_the_table():
              {"suite": "epoch", "estimated_seconds": 120, "skipped": True, "seconds_left": 5}]}}
     assert ("Benchmarks within 150 s: loader 12 s (estimated 10), train stopped unfinished "
             "(estimated 70 s); skipped: epoch (needed ~120 s).") in markdown(r)
+
+
+def test_a_copy_without_git_records_the_commit_the_device_command_gives(tmp_path):
+    """The GPU machine gets the working tree without .git: records take the commit from
+    $FFCV_RESNET_GIT there, and from git where it exists."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from ffcv_resnet.device import GIT_ENV, git_sha
+    shutil.copytree(ROOT / "ffcv_resnet", tmp_path / "ffcv_resnet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from ffcv_resnet.device import git_sha; print(git_sha())"
+    env = {k: v for k, v in __import__("os").environ.items() if k != GIT_ENV}
+    env["GIT_CEILING_DIRECTORIES"] = str(tmp_path.parent)  # no repository above the copy
+
+    def sha(**extra):
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, **extra},
+                              capture_output=True, text=True, timeout=120).stdout.strip()
+    assert sha() == "unknown"
+    assert sha(**{GIT_ENV: "abc1234-dirty"}) == "abc1234-dirty"
+    here = git_sha()  # in the checkout, git says, whatever the variable
+    assert here not in ("unknown", "") and len(here.split("-")[0]) >= 7
+
+
+def test_a_process_beyond_the_gpus_binds_none(monkeypatch):
+    """torchrun with more processes than GPUs: the extra process does not call set_device (a
+    raw CUDA error in it alone); `place` then stops every process with one line."""
+    import torch
+    from ffcv_resnet.errors import UserError
+    from ffcv_resnet.training import distributed as D
+    bound = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    for local in ("0", "1"):
+        monkeypatch.setenv("LOCAL_RANK", local)
+        D.bind_gpu()
+    assert bound == [0]
+    with pytest.raises(UserError, match="local rank 1 has no GPU"):
+        D.place(torch.device("cuda"), D.World(rank=1, size=2, local_rank=1, local_size=2))

@@ -359,3 +359,30 @@ def test_the_calibration_recipe_is_the_published_scripts_hyperparameters():
     assert np.allclose(ours, published)
     assert (a.pad, a.flip, a.cutout, a.order) == (4, True, 12, "flip_cutout_translate")
     assert cfg.model.init == "pytorch"
+
+
+def test_the_training_step_makes_no_host_sync(monkeypatch):
+    """Per step nothing waits for the device: the syncs of an epoch of 5 batches are those of
+    an epoch of 1 (the epoch's one read of its totals), with every lever on."""
+    from syncs import counting_syncs
+    from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
+    from ffcv_resnet.data.loaders import Batch
+    from ffcv_resnet.training.loop import train_one_epoch
+    cfg = TrainConfig(batch_size=8, epochs=2, precision="fp32", compile="off", ema="lookahead",
+                      ema_every=1, bn_bias_lr_scale=4.0)
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    data = [Batch(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g),
+                  torch.randint(0, 10, (8,), generator=g), torch.arange(8 * k, 8 * k + 8))
+            for k in range(5)]
+
+    def syncs(batches):
+        model = resnet18()
+        step = make_step(model, model, cfg, cpu, steps_per_epoch=5)
+        augment = BatchAugment(AugmentConfig(flip="alternate", cutout=8), cpu, images=40)
+        with counting_syncs(monkeypatch) as seen:
+            train_one_epoch(step, batches, augment, cpu, epoch=1)
+        return seen
+    one, five = syncs(data[:1]), syncs(data)
+    assert five == one, f"per-step syncs: {five - one}"
+    assert one["tolist"] == 1  # the epoch's one read

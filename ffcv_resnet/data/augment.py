@@ -98,8 +98,16 @@ def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
-def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> torch.Tensor:
-    """Fill a size x size square with top-left corner (cy, cx) with the data-set mean colour."""
+def mean_colour(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The data-set mean colour as a (1, 3, 1, 1) tensor on `device` (built from Python floats:
+    a host-to-device copy, so BatchAugment builds it once, not per batch)."""
+    return torch.tensor(MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
+
+
+def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int,
+           fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill a size x size square with top-left corner (cy, cx) with `fill` (by default the
+    data-set mean colour)."""
     if size == 0:
         return x
     ar_h = torch.arange(x.shape[2], device=x.device)
@@ -107,16 +115,17 @@ def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> to
     in_rows = (ar_h[None] >= cy[:, None]) & (ar_h[None] < cy[:, None] + size)  # (B, H)
     in_cols = (ar_w[None] >= cx[:, None]) & (ar_w[None] < cx[:, None] + size)  # (B, W)
     square = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
-    fill = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    fill = mean_colour(x.device, x.dtype) if fill is None else fill
     return torch.where(square, fill, x)
 
 
-def apply(x: torch.Tensor, d: Draws, cfg: AugmentConfig) -> torch.Tensor:
+def apply(x: torch.Tensor, d: Draws, cfg: AugmentConfig,
+          fill: torch.Tensor | None = None) -> torch.Tensor:
     """The three operations as drawn, in `cfg.order`: crop, flip, cut out; or flip, cut out,
-    then crop (translate) the cut-out image."""
+    then crop (translate) the cut-out image. `fill`: cutout's colour (see `cutout`)."""
     if cfg.order == "flip_cutout_translate":
-        return crop(cutout(flip(x, d.flip), d.cy, d.cx, cfg.cutout), d.dy, d.dx, cfg.pad)
-    return cutout(flip(crop(x, d.dy, d.dx, cfg.pad), d.flip), d.cy, d.cx, cfg.cutout)
+        return crop(cutout(flip(x, d.flip), d.cy, d.cx, cfg.cutout, fill), d.dy, d.dx, cfg.pad)
+    return cutout(flip(crop(x, d.dy, d.dx, cfg.pad), d.flip), d.cy, d.cx, cfg.cutout, fill)
 
 
 class BatchAugment:
@@ -130,6 +139,7 @@ class BatchAugment:
         cfg.validate("augment")
         self.cfg = cfg
         self.generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+        self.fill = mean_colour(torch.device(device))  # once: a copy to the device
         self.first_flip = None  # (images,) bool on the device: each image's flip in epoch 0
         if cfg.flip == "alternate":
             g = torch.Generator().manual_seed(flip_seed)
@@ -152,4 +162,4 @@ class BatchAugment:
             if index is None:
                 raise ValueError("alternating flips need each image's beton index")
             d.flip = alternating_flips(self.first_flip, index, epoch)
-        return apply(x, d, self.cfg).contiguous(memory_format=torch.channels_last)
+        return apply(x, d, self.cfg, self.fill).contiguous(memory_format=torch.channels_last)

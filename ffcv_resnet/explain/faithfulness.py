@@ -64,6 +64,9 @@ def _neighbour_sum(t: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     return out
 
 
+CG_CHECK_EVERY = 8  # iterations between two convergence checks (each a host sync on a GPU)
+
+
 def linear_impute(images: torch.Tensor, known: torch.Tensor, noise: float = 0.0,
                   generator: torch.Generator | None = None,
                   tolerance: float = CG_TOLERANCE) -> torch.Tensor:
@@ -73,7 +76,9 @@ def linear_impute(images: torch.Tensor, known: torch.Tensor, noise: float = 0.0,
 
     images (B, C, H, W) float; known (B, 1, H, W) bool, at least one pixel per image. The
     system d x - W x = b (d the neighbour weights inside the image) is solved by conjugate
-    gradients for every image and channel at once; systems that converged leave the batch.
+    gradients for every image and channel at once; convergence is read every CG_CHECK_EVERY
+    iterations (a host sync each), when the systems that converged leave the batch (those that
+    converged in between iterate on, their residuals only smaller).
     """
     x0 = images.float()
     k = known.to(x0.dtype).expand_as(x0)
@@ -86,21 +91,22 @@ def linear_impute(images: torch.Tensor, known: torch.Tensor, noise: float = 0.0,
     r, p, uu, dd = b.clone(), b.clone(), u, d
     rs = (r * r).sum((1, 2, 3))
     stop = (tolerance ** 2) * rs
-    for _ in range(4 * x0.shape[-1] * x0.shape[-2]):  # CG ends in at most n steps (exactly)
+    for i in range(4 * x0.shape[-1] * x0.shape[-2]):  # CG ends in at most n steps (exactly)
         pad_a = pad[:len(active)]
         ap = (dd * p).sub_(_neighbour_sum(p * uu, pad_a)).mul_(uu)
         alpha = (rs / (p * ap).sum((1, 2, 3)).clamp_min(1e-30)).view(-1, 1, 1, 1)
         x.index_add_(0, active, alpha * p)
         r.addcmul_(alpha, ap, value=-1)
         rs_new = (r * r).sum((1, 2, 3))
-        going = rs_new > stop
-        if not bool(going.any()):
-            break
-        if not bool(going.all()):  # drop the systems that converged
-            keep = going.nonzero().squeeze(1)
-            active, r, p, ap, uu, dd = (active[keep], r[keep], p[keep], ap[keep], uu[keep],
-                                        dd[keep])
-            rs, rs_new, stop = rs[keep], rs_new[keep], stop[keep]
+        if (i + 1) % CG_CHECK_EVERY == 0:  # the host reads the device: a sync
+            going = rs_new > stop
+            if not bool(going.any()):
+                break
+            if not bool(going.all()):  # drop the systems that converged
+                keep = going.nonzero().squeeze(1)
+                active, r, p, ap, uu, dd = (active[keep], r[keep], p[keep], ap[keep], uu[keep],
+                                            dd[keep])
+                rs, rs_new, stop = rs[keep], rs_new[keep], stop[keep]
         p.mul_((rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1, 1)).add_(r)
         rs = rs_new
     if noise:

@@ -14,6 +14,7 @@ import torch
 from ..data.betons import beton_path
 from ..device import device_name
 from ..precision import autocast
+from ..timing import Stopwatch
 
 
 def _one_line(e: BaseException) -> str:
@@ -70,9 +71,9 @@ def _step(device: torch.device, batch: int, compile_on: bool) -> str:
     step = make_step(model, runner, cfg, device, steps_per_epoch=4)
     x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
-    start = time.perf_counter()
-    loss, _ = step(x, y)
-    first = time.perf_counter() - start
+    with Stopwatch(device) as t:  # synchronised: the step's work, not its launch
+        loss, _ = step(x, y)
+    first = t.seconds
     loss, _ = step(x, y)
     if not torch.isfinite(loss):
         raise RuntimeError("the step's loss is NaN or inf")

@@ -219,8 +219,9 @@ class Reproduction:
 
     def train(self, stage: str, args: list[str], run_dir: Path) -> dict | None:
         """One training run (retried eager once when it failed with compile on)."""
+        # no last.pt: nothing here resumes, and 20 of them (89 MB each) would eat the budget
         base = ["scripts/train.py", *self.common(), *args, "--run.dir", str(run_dir),
-                "--run.overwrite", "true"]
+                "--run.overwrite", "true", "--run.checkpoint_every", "0"]
         compile_flag = ["--training.compile", "off"] if self.compile_off else []
         code, log = self.run(stage, base + compile_flag)
         retried = None

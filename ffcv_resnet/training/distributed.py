@@ -127,6 +127,15 @@ def _detail(e: BaseException) -> str:
     return re.sub(r"^\[[^\]]*\]\s*", "", line)[:160]
 
 
+def bind_gpu() -> None:
+    """cuda:LOCAL_RANK becomes this process's device when it exists. A process started beyond
+    the GPUs gets none: `place`, called by every process once the group is up, then stops all
+    of them with one line instead of a raw CUDA error in one."""
+    local = int(os.environ["LOCAL_RANK"])
+    if local < torch.cuda.device_count():
+        torch.cuda.set_device(local)
+
+
 @contextlib.contextmanager
 def session() -> Iterator[World]:
     """Join torchrun's process group for the block (gloo for CPU tensors, NCCL for CUDA ones);
@@ -137,7 +146,7 @@ def session() -> Iterator[World]:
         return
     cuda = torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        bind_gpu()
     _join("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout)
     exit_at_once()  # gloo's threads can abort the interpreter's shutdown (SIGABRT): skip it
     try:
