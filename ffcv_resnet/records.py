@@ -38,7 +38,7 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"{path}: unreadable {what} ({e})") from None
 
 
-def _from_dict(cls, d: Any, where: str):
+def from_fields(cls, d: Any, where: str):
     """A dataclass from a dict holding its fields (those with defaults may be absent, as in
     files written before they existed) and no others; UserError otherwise."""
     fields = dataclasses.fields(cls)
@@ -65,7 +65,7 @@ class TestSet:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "TestSet":
-        return _from_dict(cls, d, where)
+        return from_fields(cls, d, where)
 
     def same_images_as(self, other: "TestSet") -> bool:
         """Evaluated on the same test images: by content where both records name it, else (an
@@ -104,8 +104,8 @@ class Errors:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "Errors":
-        e = _from_dict(cls, d, where)
-        rows = [_from_dict(TestError, r, where) for r in e.errors]
+        e = from_fields(cls, d, where)
+        rows = [from_fields(TestError, r, where) for r in e.errors]
         e = dataclasses.replace(e, test=TestSet.from_dict(e.test, where), errors=rows)
         e.check(where)
         return e
@@ -167,6 +167,6 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "Metrics":
-        m = _from_dict(cls, d, where)
-        return dataclasses.replace(m, sessions=[_from_dict(Session, s, where)
+        m = from_fields(cls, d, where)
+        return dataclasses.replace(m, sessions=[from_fields(Session, s, where)
                                                 for s in m.sessions])

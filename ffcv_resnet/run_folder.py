@@ -95,6 +95,11 @@ def _is_ours(name: str) -> bool:
     return name in TRAIN_FILES or name in EXPLAIN_FILES or hidden_temp
 
 
+def foreign_files(folder: Path) -> list[str]:
+    """Names in `folder` that no run or explain pass writes (its lock aside), sorted."""
+    return sorted(n for n in os.listdir(folder) if not _is_ours(n) and n != LOCK)
+
+
 def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
@@ -182,7 +187,7 @@ class RunFolder:
         return sorted(n for n in os.listdir(self.path) if _is_ours(n))
 
     def foreign(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.path) if not _is_ours(n) and n != LOCK)
+        return foreign_files(self.path)
 
     def run_id(self) -> str | None:
         """The id in config.yaml, or None when there is none."""

@@ -30,7 +30,9 @@ FLOORS = [("", "the ground every floor stands on"), ("data", "CIFAR-10 to uint8 
           ("explain", "every test error, explained"), ("compare", "did a change help?"),
           ("predict", "a finished run on your own images"), ("reproduce", "every headline figure")]
 OTHERS = [("scripts/", "thin wiring: `prepare_data.py`, `train.py`, `explain.py`, `compare.py`, "
-           "`predict.py`, `reproduce.py`, `setup.sh`; `readme.py` (these generated blocks)"),
+           "`predict.py`, `reproduce.py` and its first stage `preflight.py`, `setup.sh`; "
+           "`device_command.sh` (reproduce's command for a lent GPU machine); `readme.py` "
+           "(these generated blocks)"),
           ("benchmarks/", "`run_all.py` and its suites; `render_timing.py` and `render_record.py` "
            "(explain's rendering time, any checkout); `results/`"),
           ("tests/", "CPU tests on data they build themselves")]

@@ -20,7 +20,8 @@ def main() -> None:
     started = time.perf_counter()
     handle_sigterm()
     from ffcv_resnet.config import parse
-    from ffcv_resnet.reproduce.stages import ReproduceSettings, reproduce
+    from ffcv_resnet.reproduce.options import ReproduceSettings
+    from ffcv_resnet.reproduce.stages import reproduce
     cfg = parse(ReproduceSettings, description=__doc__)
     _, json_path, md_path = reproduce(cfg.reproduce, Path(cfg.data.dir), cfg.data.source)
     say(f"done in {time.perf_counter() - started:.0f} s -> {json_path}, {md_path}")

@@ -68,7 +68,8 @@ def test_a_full_disk_while_explaining_leaves_no_outputs(trained_run, learnable_d
 
 def test_a_read_only_results_folder_is_refused_before_any_work(learnable_data, tmp_path):
     from ffcv_resnet.errors import UserError
-    from ffcv_resnet.reproduce.stages import ReproduceConfig, reproduce
+    from ffcv_resnet.reproduce.options import ReproduceConfig
+    from ffcv_resnet.reproduce.stages import reproduce
     with mounted(tmp_path / "ro", "1m", read_only=True) as ro:
         rc = ReproduceConfig(smoke=True, out=str(tmp_path / "o"), results=str(ro / "results"))
         with pytest.raises(UserError, match="--reproduce.results .*: cannot be written"):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from ffcv_resnet.reproduce.stages import ReproduceConfig, reproduce
-from ffcv_resnet.reproduce.record import by_cache, cross_seed, stats, summary
+from ffcv_resnet.reproduce.options import ReproduceConfig
+from ffcv_resnet.reproduce.stages import reproduce
+from ffcv_resnet.reproduce.record import Record, TrainResult, by_cache, cross_seed, stats, summary
 
 
 def test_stats_and_cross_seed_errors():
@@ -20,8 +21,10 @@ def test_stats_and_cross_seed_errors():
 
 
 def test_cold_and_warm_start_ups_are_never_averaged_together():
-    seeds = [{"test_accuracy": 0.9, "train_seconds": 12.0, "images_per_second": 9e4,
-              "compile_seconds": c, "startup_seconds": c + 5, "compile_cache": cache}
+    seeds = [TrainResult(stage="s", run_dir="r", log="l", recipe="", seed=0, errors=1, epochs=1,
+                         compile="on", total_seconds=60.0, error_indices=[], test_accuracy=0.9,
+                         train_seconds=12.0, images_per_second=9e4, compile_seconds=c,
+                         startup_seconds=c + 5, compile_cache=cache)
              for c, cache in ((40.0, "cold"), (6.0, "warm"), (8.0, "warm"))]
     s = summary(seeds)
     assert s["compile_seconds_cold"]["mean"] == 40.0 and s["compile_seconds_cold"]["n"] == 1
@@ -34,7 +37,10 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     out, results = tmp_path / "runs", tmp_path / "results"
     r = run_script("scripts/reproduce.py", "--data.dir", learnable_data, "--reproduce.smoke",
                    "true", "--reproduce.out", out, "--reproduce.results", results,
-                   "--reproduce.ablations", "configs/ablations/init-pytorch.yaml", timeout=900)
+                   "--reproduce.ablations", "configs/ablations/init-pytorch.yaml",
+                   # both suites must run: an estimate from a step timed on a busy machine
+                   # would not fit the smoke mode's 90 s
+                   "--reproduce.bench_seconds", "400", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     record = json.loads((results / "reproduce-smoke-cpu.json").read_text())
     for key in ("device", "torch", "date", "git_sha", "data", "command"):
@@ -79,8 +85,8 @@ def test_smoke_mode_writes_a_complete_record_and_table(learnable_data, tmp_path)
     table = (results / "reproduce-smoke-cpu.md").read_text()
     assert "| default recipe, 1 epochs | 2 |" in table and "calibration reference-26ep" in table
     (a,) = record["ablations"]  # one seed-0 run of the default changed by the file, vs seed 0
-    assert (a["name"], a["recipe"], a["seed"]) == ("init-pytorch",
-                                                   "configs/ablations/init-pytorch.yaml", 0)
+    assert (a["stage"], a["recipe"], a["seed"]) == ("ablation init-pytorch",
+                                                    "configs/ablations/init-pytorch.yaml", 0)
     config = yaml.safe_load((out / "ablation-init-pytorch" / "config.yaml").read_text())
     assert config["model"]["init"] == "pytorch" and config["training"]["epochs"] == 1
     ab = {e["index"] for e in json.loads((out / "ablation-init-pytorch" / "errors.json")
@@ -96,13 +102,22 @@ def test_a_budget_too_small_skips_stages_and_says_so(learnable_data, tmp_path):
     rc = ReproduceConfig(budget_minutes=1e-6, smoke=True, out=str(tmp_path / "runs"),
                          results=str(tmp_path / "results"))
     record, json_path, md_path = reproduce(rc, learnable_data, "")
-    assert [s["stage"] for s in record["skipped"]] == [
-        "seed 0", "explain", "bench", "seed 1", "calibration", "ablation flip-alternate",
+    assert [s["stage"] for s in record.skipped] == [
+        "preflight", "seed 0", "explain", "bench", "seed 1", "calibration", "ablation flip-alternate",
         "ablation ema", "ablation bn-bias-lr-64", "ablation init-pytorch",
         "ablation lr-0.2", "ablation init-pytorch-lr-0.2"]
-    assert record["seeds"] == [] and "Skipped seed 0" in md_path.read_text()
-    assert json.loads(json_path.read_text())["skipped"] == record["skipped"]
-    checks = {c["check"]: c for c in record["preflight"]}  # the preflight runs on the CPU too
+    assert record.seeds == [] and "Skipped seed 0" in md_path.read_text()
+    assert json.loads(json_path.read_text())["skipped"] == record.skipped
+    assert all(s.state == "skipped" for s in record.stages) and record.status == "finished"
+
+
+def test_the_preflight_checks_the_cpu_too(learnable_data, tmp_path):
+    rc = ReproduceConfig(smoke=True, out=str(tmp_path / "runs"), seeds=1, explain=False,
+                         bench=False, calibration="", ablations=(), budget_minutes=1.5,
+                         results=str(tmp_path / "results"))
+    record, json_path, md_path = reproduce(rc, learnable_data, "")
+    assert record.stage("preflight").state == "done"
+    checks = {c["check"]: c for c in record.preflight}  # the preflight runs on the CPU too
     assert checks["compiled training step"]["skipped"].startswith("compile is off on the CPU")
     assert checks["1-process NCCL group"]["skipped"] == "NCCL needs CUDA"
     for name in ("device", "bf16 matmul", "eager training step", "ffcv loader batch",
@@ -121,7 +136,8 @@ def test_bad_folders_and_recipes_are_refused_before_any_training(learnable_data,
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  epochs: [oops\n")
     for kwargs, message in [({"results": str(tmp_path / "file")}, "is not a folder"),
-                            ({"out": str(tmp_path / "out")}, "not a run's"),
+                            ({"out": str(tmp_path / "out")}, "holds files reproduce did not "
+                                                             "write"),
                             ({"calibration": str(bad)}, "cannot read config"),
                             ({"ablations": ("configs/ablations/nope.yaml",)},
                              "--reproduce.ablations configs/ablations/nope.yaml: no such recipe"),
@@ -182,7 +198,7 @@ def test_sigkill_after_the_first_seed_leaves_a_record_of_it(learnable_data, tmp_
         p.send_signal(signal.SIGKILL)
         p.wait()
     record = json.loads(path.read_text())  # whole: written atomically after the stage
-    assert [s["seed"] for s in record["seeds"]] == [0] and "calibration" not in record
+    assert [s["seed"] for s in record["seeds"]] == [0] and record["calibration"] is None
     metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
     assert record["seeds"][0]["test_accuracy"] == metrics["test_accuracy"]
     import tarfile
@@ -210,7 +226,8 @@ def test_a_benchmark_stage_stopped_mid_suite_is_named_in_the_table():
     """run_all names the suite it is in before it starts it: a stage killed at its limit leaves
     that suite 'running' in its plan, and the record's table says it stopped unfinished."""
     from ffcv_resnet.reproduce.record import markdown
-    r = {"device": "dev", "torch": "t", "cuda": None, "date": "d", "git_sha": "g", "smoke": True,
+    r = {"device": "dev", "device_type": "cpu", "started": "s", "status": "finished",
+         "torch": "t", "cuda": None, "date": "d", "git_sha": "g", "smoke": True,
          "data": {"source_kind": "k", "source": "/a/b", "counts": {"train": 1, "test": 1}},
          "command": "c", "summary": {}, "seeds": [], "goals": {}, "skipped": [],
          "cross_seed": {"seeds": [], "always_wrong": [], "sometimes_wrong": []},
@@ -219,7 +236,7 @@ def test_a_benchmark_stage_stopped_mid_suite_is_named_in_the_table():
              {"suite": "train", "estimated_seconds": 70, "skipped": False, "running": True},
              {"suite": "epoch", "estimated_seconds": 120, "skipped": True, "seconds_left": 5}]}}
     assert ("Benchmarks within 150 s: loader 12 s (estimated 10), train stopped unfinished "
-            "(estimated 70 s); skipped: epoch (needed ~120 s).") in markdown(r)
+            "(estimated 70 s); skipped: epoch (needed ~120 s).") in markdown(Record.from_dict(r))
 
 
 def test_a_copy_without_git_records_the_commit_the_device_command_gives(tmp_path):
@@ -260,3 +277,138 @@ def test_a_process_beyond_the_gpus_binds_none(monkeypatch):
     assert bound == [0]
     with pytest.raises(UserError, match="local rank 1 has no GPU"):
         D.place(torch.device("cuda"), D.World(rank=1, size=2, local_rank=1, local_size=2))
+
+
+def _start(learnable_data, out, results, *extra):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    return subprocess.Popen([sys.executable, "scripts/reproduce.py", "--data.dir",
+                             str(learnable_data), "--reproduce.smoke", "true", "--reproduce.out",
+                             str(out), "--reproduce.results", str(results), "--reproduce.bench",
+                             "false", "--reproduce.calibration", "", "--reproduce.ablations", "",
+                             *map(str, extra)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _kill_when(p, path, ready, timeout=600):
+    """SIGKILL `p` as soon as the record at `path` satisfies `ready` (polled)."""
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            assert p.poll() is None, "reproduce ended before the moment to kill it"
+            assert time.monotonic() < deadline
+            try:
+                if ready(json.loads(path.read_text())):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+
+def _processes_naming(text: str) -> list[str]:
+    import subprocess
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if text in line and "ps -eo" not in line]
+
+
+def test_a_command_killed_in_its_preflight_leaves_its_own_record_marked_cut_short(
+        learnable_data, tmp_path):
+    """A second command into the same folders, SIGKILLed during its preflight: its record (not
+    the first command's) names the device and the preflight as unfinished, nothing of the first
+    command's seed 0, and says it was cut short; the preflight's process died with it."""
+    import time
+    out, results = tmp_path / "runs", tmp_path / "results"
+    first = _start(learnable_data, out, results, "--reproduce.explain", "false")
+    assert first.wait(timeout=900) == 0
+    path = results / "reproduce-smoke-cpu.json"
+    before = json.loads(path.read_text())
+    assert before["status"] == "finished" and len(before["seeds"]) == 2
+    second = _start(learnable_data, out, results, "--reproduce.explain", "false")
+    _kill_when(second, path, lambda r: r["started"] != before["started"]
+               and r["stages"][0]["state"] == "running")
+    record = json.loads(path.read_text())
+    assert record["status"] == "running" and record["device"] and record["seeds"] == []
+    assert [s["state"] for s in record["stages"]] == ["running", "planned", "planned"]
+    table = (results / "reproduce-smoke-cpu.md").read_text()
+    assert "Cut short, or still running" in table and "default recipe" not in table
+    assert "Not ended: preflight (running when the record was last written), seed 0, seed 1" \
+        in table
+    time.sleep(3)  # the kernel's SIGKILL to the orphan is immediate; give ps a moment
+    assert _processes_naming(str(out)) == []
+
+
+def test_no_training_stage_outlives_a_killed_command(learnable_data, tmp_path):
+    import time
+    out, results = tmp_path / "runs", tmp_path / "results"
+    p = _start(learnable_data, out, results, "--reproduce.explain", "false")
+    _kill_when(p, results / "reproduce-smoke-cpu.json",
+               lambda r: r["stages"][1]["state"] == "running")
+    time.sleep(3)
+    assert _processes_naming(str(out / "seed-0")) == []  # train.py died with its parent
+    assert not (out / "seed-0" / "metrics.json").exists()
+
+
+def test_a_stage_replaces_its_folder_only_when_it_starts(learnable_data, tmp_path):
+    """Folders of stages that do not run are left as they are; an earlier command's run is
+    replaced by the stage that starts there; a folder of someone else's is refused first."""
+    out, results = tmp_path / "runs", tmp_path / "results"
+    rc = ReproduceConfig(smoke=True, seeds=2, explain=False, bench=False, calibration="",
+                         ablations=(), out=str(out), results=str(results))
+    reproduce(rc, learnable_data, "")
+    old = (out / "seed-1" / "config.yaml").read_text()
+    (out / "seed-7").mkdir()
+    (out / "seed-7" / ".lock").write_text("")
+    import dataclasses
+    record, _, _ = reproduce(dataclasses.replace(rc, budget_minutes=1e-6), learnable_data, "")
+    assert all(s.state == "skipped" for s in record.stages)
+    assert (out / "seed-1" / "config.yaml").read_text() == old  # skipped: untouched
+    assert (out / "seed-7" / ".lock").exists()  # not a stage of this command: untouched
+    (out / "seed-1" / "notes.txt").write_text("mine")
+    from ffcv_resnet.errors import UserError
+    with pytest.raises(UserError, match="seed-1: holds files reproduce did not write"):
+        reproduce(rc, learnable_data, "")
+    assert (out / "seed-1" / "notes.txt").read_text() == "mine"
+    (out / "seed-1" / "notes.txt").unlink()
+    record, _, _ = reproduce(rc, learnable_data, "")  # seed 1 runs: its old run is replaced
+    assert (out / "seed-1" / "config.yaml").read_text() != old
+    assert record.seeds[1].run_dir == str(out.resolve() / "seed-1")
+    assert (out / "seed-7" / ".lock").exists()
+
+
+def test_the_device_command_brings_back_few_small_files_and_its_commit(learnable_data, tmp_path):
+    """scripts/device_command.sh: the command run on the GPU machine carries this checkout's
+    commit and writes at most 8 files of at most 16 MiB, 2 folders deep, in $OUT (run here in
+    smoke mode on the betons the tests made, its paths moved into a temporary folder)."""
+    import shlex
+    import subprocess
+    import sys
+    import tarfile
+    from conftest import ROOT
+    from ffcv_resnet.device import git_sha
+    command = subprocess.run(["bash", "scripts/device_command.sh", "--reproduce.smoke", "true"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert f"FFCV_RESNET_GIT={git_sha()} " in command and len(command) < 2000
+    reproduce_part = command.split("python3 ", 1)[1].split(" > ", 1)[0]
+    out = tmp_path / "OUT"
+    out.mkdir()
+    args = shlex.split(reproduce_part.replace("$OUT", str(out)).replace(
+        "/tmp/", f"{tmp_path}/").replace(f"--data.source {tmp_path}/cifar", ""))
+    args = [str(learnable_data) if a == f"{tmp_path}/data" else a for a in args]
+    with open(out / "console.log", "w") as log:
+        r = subprocess.run([sys.executable, *args, "--reproduce.bench", "false",
+                            "--reproduce.ablations", "", "--reproduce.calibration", ""],
+                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=900)
+    assert r.returncode == 0, (out / "console.log").read_text()[-2000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == ["console.log", "reproduce.tar.gz"]
+    assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files)
+    with tarfile.open(out / "reproduce.tar.gz") as tar:
+        names = tar.getnames()
+    assert "results/reproduce-smoke-cpu.json" in names and "runs/seed-0/report.png" in names

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-import yaml
 
 from conftest import ROOT, TRAIN_ARGS, run_script
 from ffcv_resnet.training import recipe as T

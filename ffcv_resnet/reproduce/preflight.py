@@ -1,20 +1,48 @@
-"""Preflight: the device and the paths a reproduction needs, checked in under a minute before any
-stage is spent on them. Each check is recorded with pass or fail and its one-line error (or why it
-was skipped); a failed compile makes the later stages run eager."""
+"""Preflight: the device and the paths a reproduction needs, checked in about a minute before any
+stage is spent on them, in a process of its own (scripts/preflight.py: a native crash or a hang
+ends it alone, within its limit). Each check is recorded with pass or fail and its one-line
+error (or why it was skipped), written after every check; a failed compile makes the later
+stages run eager. The training step is compiled as seed 0's into the runs' compile cache, so
+seed 0 finds its training graph there."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..config import option
 from ..data.betons import beton_path
-from ..device import device_name
+from ..data.options import DataDir
+from ..device import check_device, device_name, device_option
+from ..io import atomic_write_bytes
 from ..precision import autocast
 from ..timing import Stopwatch
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    """Preflight: the device and paths a reproduction needs"""
+    out: str = option("", "JSON file the checks are written to, after each one")
+    train_args: str = option("", "the training runs' options: the step is compiled as seed 0's "
+                             "(its --training.compile_cache included)")
+    smoke: bool = option(False, "a small step batch (the CPU smoke mode)")
+    device: str = device_option()
+
+    def validate(self, prefix: str) -> None:
+        check_device(prefix, self.device)
+
+
+@dataclass(frozen=True)
+class PreflightSettings:
+    """scripts/preflight.py's options."""
+    data: DataDir
+    preflight: PreflightConfig
 
 
 def _one_line(e: BaseException) -> str:
@@ -60,25 +88,34 @@ def _matmul(device: torch.device) -> str:
     return f"relative error {err:.2e}"
 
 
-def _step(device: torch.device, batch: int, compile_on: bool) -> str:
-    """The model's training step at the recipe's batch, compiled as the recipe would be."""
+def _step(device: torch.device, train_args: list[str], batch: int | None,
+          compile_on: bool) -> str:
+    """The training step as seed 0 builds it (its recipe and compile cache, compiled when asked)
+    at the recipe's batch (or `batch`)."""
+    import dataclasses
     from ..model import resnet18
-    from ..training.loop import make_step, prepare_model
-    from ..training.recipe import TrainConfig, resolved
-    cfg = resolved(TrainConfig(batch_size=batch, compile="on" if compile_on else "off"), device)
-    model = resnet18()
-    runner = prepare_model(model, cfg, device)
-    step = make_step(model, runner, cfg, device, steps_per_epoch=4)
-    x = torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
+    from ..training.loop import make_step, prepare_model, use_compile_cache
+    from ..training.recipe import resolved, set_bn_momentum
+    from ..training.runner import parse_config
+    cfg = parse_config(["--run.dir", "preflight", *train_args])
+    tc = resolved(dataclasses.replace(cfg.training, compile="on" if compile_on else "off",
+                                      batch_size=batch or cfg.training.batch_size), device)
+    use_compile_cache(tc.compile_cache)
+    model = resnet18(10, cfg.model.init)
+    set_bn_momentum(model, tc.bn_momentum)
+    runner = prepare_model(model, tc, device)
+    step = make_step(model, runner, tc, device, steps_per_epoch=4)
+    x = torch.rand(tc.batch_size, 3, 32, 32, device=device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (tc.batch_size,), device=device)
     with Stopwatch(device) as t:  # synchronised: the step's work, not its launch
         loss, _ = step(x, y)
     first = t.seconds
     loss, _ = step(x, y)
     if not torch.isfinite(loss):
         raise RuntimeError("the step's loss is NaN or inf")
-    return (f"batch {batch}, {cfg.precision}, compile {cfg.compile}: first step {first:.1f} s, "
-            f"loss {float(loss) / batch:.3f}")
+    return (f"batch {tc.batch_size}, {tc.precision}, compile {tc.compile}: first step "
+            f"{first:.1f} s, loss {float(loss) / tc.batch_size:.3f}")
 
 
 def _loader(kind: str, data_dir: Path, device: torch.device, batch: int) -> str:
@@ -115,28 +152,40 @@ def _group(device: torch.device) -> str:
     return f"{backend}: one all-reduce"
 
 
-def preflight(device: torch.device, data_dir: Path, batch: int = 512) -> list[dict]:
-    """Every check, in order; the loader checks need the betons (the data stage comes first)."""
+def preflight(device: torch.device, data_dir: Path, train_args: list[str], smoke: bool = False,
+              write: Callable[[list[dict]], None] = lambda checks: None) -> list[dict]:
+    """Every check, in order, each passed to `write` with those before it; the loader checks
+    need the betons (the data stage comes first)."""
     cuda = device.type == "cuda"
-    step_batch = batch if cuda else min(batch, 32)  # the CPU: a step of 512 takes seconds
-    checks = [_check("device", lambda: _device(device)),
-              _check("bf16 matmul", lambda: _matmul(device))]
+    step_batch = 32 if smoke or not cuda else None  # the CPU: a step of 512 takes seconds
+    checks: list[dict] = []
+
+    def check(name: str, fn: Callable[[], str]) -> None:
+        checks.append(_check(name, fn))
+        write(checks)
 
     def compiled() -> str:
         if not cuda:
             raise SkipCheck("compile is off on the CPU (--training.compile auto)")
-        return _step(device, step_batch, True)
-    checks.append(_check("compiled training step", compiled))
-    checks.append(_check("eager training step", lambda: _step(device, step_batch, False)))
-    for kind in ("ffcv", "resident"):
-        checks.append(_check(f"{kind} loader batch",
-                             lambda kind=kind: _loader(kind, data_dir, device, step_batch)))
+        return _step(device, train_args, step_batch, True)
 
     def nccl() -> str:
         if not cuda:
             raise SkipCheck("NCCL needs CUDA")
         return _group(device)
-    checks.append(_check("1-process NCCL group", nccl))
+    check("device", lambda: _device(device))
+    check("bf16 matmul", lambda: _matmul(device))
+    check("compiled training step", compiled)
+    check("eager training step", lambda: _step(device, train_args, step_batch, False))
+    for kind in ("ffcv", "resident"):
+        check(f"{kind} loader batch", lambda kind=kind: _loader(kind, data_dir, device,
+                                                                step_batch or 512))
+    check("1-process NCCL group", nccl)
     if not cuda:
-        checks.append(_check("1-process gloo group", lambda: _group(device)))
+        check("1-process gloo group", lambda: _group(device))
     return checks
+
+
+def write_checks(path: Path, checks: list[dict]) -> None:
+    """The checks so far, as JSON (atomically: a crash leaves the last complete list)."""
+    atomic_write_bytes(Path(path), json.dumps(checks, indent=1).encode())
