@@ -4,12 +4,14 @@ The data flows through the subpackages in one direction, and imports follow it:
 
     data/      sources -> betons -> loaders -> augment        (CIFAR-10 to uint8 batches on the device)
     model.py   the CIFAR ResNet-18, normalisation inside
+    finished/  a run's settings, model.pt, evaluation with TTA (what uses a finished model needs)
     training/  recipe -> loop -> engine -> runner              (a run folder, metrics.json last)
     explain/   cams, faithfulness -> explain -> gallery, figures, report  (every test error)
     compare/   two runs or two groups of seeds: did a change help, and on which images
     predict/   a finished run's model on your own images
     reproduce/ every headline figure in one command
-    the ground under them: config, errors, io, records, run_folder, device, precision, timing, png
+    the ground under them: config, errors, io, records, run_folder, device, precision, timing,
+    png, pages
 
 The names below are imported on first use (PEP 562), so that light entry points such as the
 data preparation's up-to-date check start without loading torch.

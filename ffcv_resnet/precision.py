@@ -1,5 +1,4 @@
-"""Numeric precision: what `auto` means on a device, autocast for bf16/fp16, and the levels of
-test-time augmentation that evaluation, explain and prediction share."""
+"""Numeric precision: what `auto` means on a device, and autocast for bf16/fp16."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +7,6 @@ import torch
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 AUTO_PRECISION = "auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
-TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels
 
 
 def auto_precision(device: torch.device) -> str:

@@ -26,7 +26,9 @@ MARKERS = {  # block -> (file, begin, end)
 }
 GOALS = {"accuracy": 0.94, "train_seconds": 12.0, "explain_seconds": 2.0}  # README's aims
 FLOORS = [("", "the ground every floor stands on"), ("data", "CIFAR-10 to uint8 batches on the "
-          "device"), ("model.py", "the network"), ("training", "a run folder, metrics.json last"),
+          "device"), ("model.py", "the network"), ("finished", "a finished run: its settings, "
+          "model.pt and evaluation, for all that uses it"),
+          ("training", "a run folder, metrics.json last"),
           ("explain", "every test error, explained"), ("compare", "did a change help?"),
           ("predict", "a finished run on your own images"), ("reproduce", "every headline figure")]
 OTHERS = [("scripts/", "thin wiring: `prepare_data.py`, `train.py`, `explain.py`, `compare.py`, "

@@ -127,7 +127,7 @@ def test_alternating_flips_flip_each_image_every_other_epoch_whatever_its_batch(
 
 def test_flip_option_reads_its_old_boolean_and_its_modes():
     from ffcv_resnet.config import ConfigError, parse
-    from ffcv_resnet.training.runner import TrainSettings
+    from ffcv_resnet.finished.settings import TrainSettings
 
     def flip(*argv):
         return parse(TrainSettings, ["--run.dir", "x", *argv]).augment.flip

@@ -12,7 +12,7 @@ from ffcv_resnet.errors import UserError
 from ffcv_resnet.explain.activations import feature_maps
 from ffcv_resnet.explain.cams import DEFAULT_METHODS, METHODS, eigencam, upsample_and_scale
 from ffcv_resnet.model import resnet18
-from ffcv_resnet.training.checkpoint import load_checkpoint
+from ffcv_resnet.finished.checkpoint import load_checkpoint
 
 PACKAGE = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
            "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",

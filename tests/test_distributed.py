@@ -21,11 +21,11 @@ from conftest import ROOT, TRAIN_ARGS, run_script
 from dist_probe import image_hashes
 
 from ffcv_resnet.data.betons import beton_path
-from ffcv_resnet.training.checkpoint import load_checkpoint
+from ffcv_resnet.finished.checkpoint import load_checkpoint
 from ffcv_resnet.training.distributed import World
 from ffcv_resnet.training.engine import augment_seed, check_data
 from ffcv_resnet.errors import DataError, UserError
-from ffcv_resnet.training.evaluate import find_errors, metrics, predict
+from ffcv_resnet.finished.evaluate import find_errors, metrics, predict
 from ffcv_resnet.data.loaders import ResidentBatches, Shard, ffcv_loader, load_all
 from ffcv_resnet.training.runner import parse_config
 

@@ -72,7 +72,7 @@ def test_two_classes_from_one_forward_equal_one_class_at_a_time(model_and_batch)
 def test_explain_probabilities_equal_predict(model_and_batch, tta):
     """The one-pass explain reuses Grad-CAM's logits as TTA's plain view: p(pred) and p(true)
     must still be what evaluation (errors.json) computed."""
-    from ffcv_resnet.training.evaluate import predict
+    from ffcv_resnet.finished.evaluate import predict
     from ffcv_resnet.explain.explain import ExplainConfig, explain
     from ffcv_resnet.records import TestError
     model, images, classes = model_and_batch

@@ -1,10 +1,11 @@
 """The house: the library's imports follow the data flow, one floor down at a time.
 
-    ground (config, errors, io, records, run_folder, device, precision, timing, png)
-      <- data <- model <- training <- explain <- compare <- reproduce
+    ground (config, errors, io, records, run_folder, device, precision, timing, png, pages)
+      <- data <- model <- finished <- training <- explain <- compare <- predict <- reproduce
 
-A module may import its own floor and the floors below it; nothing imports reproduce; and there
-is no import circle. Imports inside functions count too."""
+A module may import its own floor and the floors below it; nothing imports reproduce; what
+uses a finished model (explain, compare, predict) stands on the finished floor, never on
+training; and there is no import circle. Imports inside functions count too."""
 from __future__ import annotations
 
 import ast
@@ -13,7 +14,7 @@ import sys
 from conftest import ROOT
 
 PKG = ROOT / "ffcv_resnet"
-FLOORS = ["ground", "data", "model", "training", "explain", "compare", "predict",
+FLOORS = ["ground", "data", "model", "finished", "training", "explain", "compare", "predict",
           "reproduce"]
 
 
@@ -67,6 +68,14 @@ def test_imports_follow_the_flow_and_nothing_imports_reproduce():
             if theirs > mine or (theirs == FLOORS.index("reproduce") and mine != theirs):
                 against.append(f"{module} imports {dep}")
     assert not against, "imports against the flow:\n" + "\n".join(sorted(against))
+
+
+def test_what_uses_a_finished_model_never_imports_training():
+    graph = import_graph()
+    users = [m for m in graph if _floor(m) in ("explain", "compare", "predict")]
+    assert len(users) > 15
+    against = [f"{m} imports {d}" for m in users for d in graph[m] if _floor(d) == "training"]
+    assert not against, "\n".join(sorted(against))
 
 
 def test_the_library_has_no_import_circles():

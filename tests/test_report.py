@@ -208,7 +208,7 @@ def _hostile_report(tmp_path, n_errors: int):
 
 
 def test_script_json_cannot_break_out():
-    from ffcv_resnet.explain.report import script_json
+    from ffcv_resnet.pages import script_json
     text = script_json({"a": "</script><!--", "b": "&"})
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"a": "</script><!--", "b": "&"}

@@ -348,7 +348,7 @@ def test_explain_refuses_a_missing_history_and_a_layer_without_feature_maps(trai
 
 
 def test_per_class_accuracy_of_an_absent_class_is_null():
-    from ffcv_resnet.training.evaluate import metrics
+    from ffcv_resnet.finished.evaluate import metrics
     logits = torch.eye(10)[[0, 1, 1]]
     m = metrics(logits, torch.tensor([0, 1, 2]))
     assert m["per_class_accuracy"][:3] == [1.0, 1.0, 0.0] and m["per_class_accuracy"][3] is None

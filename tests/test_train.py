@@ -13,10 +13,10 @@ import yaml
 
 from conftest import TRAIN_ARGS, run_script
 from ffcv_resnet.data.betons import beton_path
-from ffcv_resnet.training.evaluate import find_errors, predict
+from ffcv_resnet.finished.evaluate import find_errors, predict
 from ffcv_resnet.data.loaders import load_all
 from ffcv_resnet.model import count_parameters, resnet18, summary
-from ffcv_resnet.training.checkpoint import load_checkpoint
+from ffcv_resnet.finished.checkpoint import load_checkpoint
 from ffcv_resnet.training.recipe import TrainConfig, make_optimizer, make_schedule
 from ffcv_resnet.training.loop import make_step, warm_up
 
@@ -357,7 +357,7 @@ def test_the_calibration_recipe_is_the_published_scripts_hyperparameters():
     published = np.interp(np.arange(1, steps + 1), [0, int(0.2 * steps), steps], [0.2, 1, 0])
     ours = [lr_factor(k, steps, peak, t.lr_start) for k in range(steps)]
     assert np.allclose(ours, published)
-    assert (a.pad, a.flip, a.cutout, a.order) == (4, True, 12, "flip_cutout_translate")
+    assert (a.pad, a.flip, a.cutout, a.order) == (4, "random", 12, "flip_cutout_translate")
     assert cfg.model.init == "pytorch"
 
 
@@ -386,3 +386,25 @@ def test_the_training_step_makes_no_host_sync(monkeypatch):
     one, five = syncs(data[:1]), syncs(data)
     assert five == one, f"per-step syncs: {five - one}"
     assert one["tolist"] == 1  # the epoch's one read
+
+
+def test_the_20_epoch_anchor_is_the_published_recipe_stretched_and_b_adds_only_its_levers():
+    """configs/reference-20ep.yaml differs from the 26-epoch file in its epochs and its peak
+    (still 20% of the steps), and the candidate B in the levers its header names."""
+    from conftest import ROOT
+    from ffcv_resnet.config import as_dict, flatten
+    from ffcv_resnet.training.recipe import lr_factor
+    from ffcv_resnet.training.runner import parse_config
+
+    def recipe(name):
+        return flatten(as_dict(parse_config(["-C", str(ROOT / "configs" / name)])))
+    r26, r20, b = (recipe(n) for n in ("reference-26ep.yaml", "reference-20ep.yaml",
+                                        "candidate-20ep.yaml"))
+    assert {k for k in r26 if r26[k] != r20[k]} == {"training.epochs", "training.peak_epoch"}
+    assert (r20["training.epochs"], r20["training.peak_epoch"]) == (20, 4.0)
+    steps = 20 * (50_000 // 500)
+    published = np.interp(np.arange(1, steps + 1), [0, int(0.2 * steps), steps], [0.2, 1, 0])
+    ours = [lr_factor(k, steps, 4.0 * 100, r20["training.lr_start"]) for k in range(steps)]
+    assert np.allclose(ours, published)
+    assert {k: b[k] for k in b if b[k] != r20[k]} == {
+        "augment.flip": "alternate", "training.label_smoothing": 0.2, "training.ema": "ema"}

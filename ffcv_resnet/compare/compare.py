@@ -15,7 +15,7 @@ from ..data.options import DataDir
 from ..device import check_device, device_option
 from ..errors import UserError
 from ..run_folder import CHECKPOINT
-from ..training.runner import RESUMABLE
+from ..finished.settings import RESUMABLE
 from .runs import RunRecord, read_sides
 from .stats import bootstrap_ci, group_ci, mcnemar_p, two_by_two, verdict, welch
 
@@ -204,7 +204,7 @@ def compare_runs(cfg: CompareSettings, log=print) -> dict:
     """Check both sides, the output folder and the data, compare, write compare.json and
     compare.html into --compare.out; return compare.json's content."""
     from ..device import resolve_device
-    from ..explain.finished_run import check_data_matches
+    from ..finished.run import check_data_matches
     from ..io import atomic_write_bytes
     from ..records import write_json
     from .page import render_page

@@ -15,10 +15,10 @@ from ..data.betons import beton_path
 from ..data.loaders import load_all
 from ..errors import UserError
 from ..explain.cams import grad_cam
-from ..explain.gallery import overlay
+from ..pages import overlay
 from ..run_folder import CHECKPOINT
-from ..training.checkpoint import load_checkpoint
-from ..training.evaluate import predict
+from ..finished.checkpoint import load_checkpoint
+from ..finished.evaluate import predict
 from .runs import RunRecord
 
 

@@ -23,12 +23,13 @@ from ..records import Errors, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW, REPORT,
                           SCREENSHOT, SUMMARY, FinishedRunConfig, RunFolder)
 from ..timing import Stopwatch
-from ..training.evaluate import tta_logits
+from ..finished.evaluate import tta_logits
 from .activations import check_layer
 from .browser import screenshot_report, screenshot_skipped
 from .cams import DEFAULT_METHODS, METHODS, cams
 from .faithfulness import DEFAULT_METRICS, METRICS as SCORES, faithfulness
-from .finished_run import FinishedRun, check_data_matches, load_error_images, load_finished_run
+from ..finished.run import (FinishedRun, check_data_matches, load_error_images,
+                            load_finished_run)
 from .gallery import WHICH, Explained, confusion_from_errors
 from .render import clear_outputs, overview_images, render_outputs
 from .report import ReportContext

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 
 from ..io import atomic_path, atomic_write_bytes
 from ..png import array_png_bytes, png_bytes, plt
+from ..pages import overlay
 
 SCALE = 3  # pixels per CIFAR pixel in a page's tile
 GAP = 2  # white CIFAR pixels between a tile's panels
@@ -63,12 +63,6 @@ class Explained:
     @property
     def true_empty(self) -> np.ndarray:
         return self.empty[0, 1]
-
-
-def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """A jet-coloured map blended onto the image, as float RGB in [0, 1] (batches too)."""
-    heat = colormaps["jet"](cam)[..., :3]
-    return (1 - alpha) * image.astype(np.float32) / 255 + alpha * heat
 
 
 def panels(e: Explained, rows: slice, method: int = 0) -> np.ndarray:

@@ -5,8 +5,6 @@ is JSON inside the page, the tiles come from the gallery's sprite sheets beside 
 vanilla JS (in report_page.html, the template) does the rest."""
 from __future__ import annotations
 
-import html
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +12,8 @@ import numpy as np
 
 from ..io import atomic_write_bytes
 from ..run_folder import GALLERY, REPORT
+from ..pages import fill_page
 from .gallery import SPRITE_ROWS, Explained, page_name, sprite_name
-from ..records import dumps
 
 TEMPLATE = Path(__file__).with_name("report_page.html")
 
@@ -67,17 +65,9 @@ def report_data(e: Explained, ctx: ReportContext) -> dict:
             "links": pages + ctx.links}
 
 
-def script_json(obj) -> str:
-    """Strict JSON that cannot end its <script> element early: <, > and & become \\u escapes,
-    which JSON.parse reads back as the same characters."""
-    text = dumps(obj, indent=None)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def render_report(data: dict) -> str:
-    """The page: the template with the run id (HTML-escaped) and the data (script-safe JSON)."""
-    fields = {"run_id": html.escape(data["run_id"], quote=True), "data": script_json(data)}
-    return re.sub(r"\{\{(run_id|data)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
+    """The page: the template with the run id and the data."""
+    return fill_page(TEMPLATE, data, run_id=data["run_id"])
 
 
 def write_report(run_dir: Path, e: Explained, ctx: ReportContext) -> Path:

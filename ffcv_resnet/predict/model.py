@@ -22,10 +22,10 @@ from ..data.augment import to_float
 from ..device import resolve_device
 from ..errors import UserError
 from ..explain.cams import check_methods, cams
-from ..explain.finished_run import load_finished_run
+from ..finished.run import load_finished_run
 from ..precision import PRECISIONS, resolve_precision
 from ..run_folder import RunFolder
-from ..training.evaluate import predict
+from ..finished.evaluate import predict
 from .images import SIZE, prepare
 
 

@@ -20,7 +20,7 @@ from ..config import ConfigError, option, require_range
 from ..device import check_device, device_option
 from ..errors import UserError, say
 from ..explain.cams import METHODS
-from ..explain.gallery import overlay
+from ..pages import overlay
 from ..io import atomic_path
 from ..png import array_png_bytes
 from ..records import dumps

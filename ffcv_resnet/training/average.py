@@ -11,8 +11,6 @@ from typing import Iterator
 import torch
 from torch import nn
 
-MODES = ("off", "ema", "lookahead")
-
 
 def decay_at(step: int, total: int, rate: float, every: int) -> float:
     """The weight the average keeps at update `step` (1-based) of `total`: `rate` per step over

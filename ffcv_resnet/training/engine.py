@@ -19,7 +19,7 @@ from .recipe import set_bn_momentum
 from ..data.augment import BatchAugment
 from ..data.betons import beton_path, checked_metadata
 from ..errors import UserError, say
-from .evaluate import metrics, predict
+from ..finished.evaluate import metrics, predict
 from ..data.loaders import (Batches, Shard, check_order, check_subset, content_of, load_all,
                             subset_indices, train_batches)
 from ..model import resnet18, summary

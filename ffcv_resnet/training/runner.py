@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,33 +17,19 @@ import torch
 from . import distributed as D
 from . import loop as T
 from . import recipe as R
-from ..config import ConfigError, as_dict, flatten, parse, resumable
-from ..data.augment import AugmentConfig
-from ..data.options import DataConfig
+from ..config import ConfigError, as_dict, flatten, parse
 from ..device import device_name, resolve_device
 from ..errors import DiskFull, TrainingFailed, UserError, say
-from ..model import ModelConfig
+from ..finished.checkpoint import save_model
+from ..finished.evaluate import find_errors
+from ..finished.settings import RESUMABLE, TrainSettings
 from ..records import Errors, Metrics, Session, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
                           RunFolder, new_run_id, read_config, write_history)
 from ..timing import Stopwatch
-from .checkpoint import load_state, restore, save_model, save_state
+from .checkpoint import load_state, restore, save_state
 from .curves import plot_curves
 from .engine import Engine, build_engine, check_data
-from .evaluate import find_errors
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """scripts/train.py's options."""
-    data: DataConfig
-    augment: AugmentConfig
-    model: ModelConfig
-    training: R.TrainConfig
-    run: RunConfig
-
-
-RESUMABLE = resumable(TrainSettings)  # what a resumed run may set anew (each option says)
 
 
 def _recipe(config: dict) -> dict:

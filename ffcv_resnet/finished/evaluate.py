@@ -1,4 +1,6 @@
-"""Evaluation: logits in dataset order (every image, counted), metrics, and every test error."""
+"""Evaluating a model: logits in dataset order (every image, counted) with the levels of
+test-time augmentation that training's evaluation, explain, compare and predict share; metrics
+and every test error."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +9,9 @@ from torch import nn
 
 from ..data.augment import to_float
 from ..model import eval_mode
-from ..precision import TTA, autocast
+from ..precision import autocast
+
+TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels
 
 
 def owned(logits: torch.Tensor) -> torch.Tensor:

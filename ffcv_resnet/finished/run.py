@@ -16,7 +16,7 @@ from ..png import png_run_id
 from ..records import Errors, Metrics, TestError, TestSet, read_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, RunFolder, read_config,
                           read_history)
-from ..training.checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint
 
 
 @dataclass
@@ -54,7 +54,7 @@ def load_finished_run(folder: RunFolder, device: torch.device) -> FinishedRun:
         if run_id != metrics.run_id:
             raise UserError(f"{path}: files of different runs ({METRICS} is run "
                             f"{metrics.run_id}, {name} is {run_id or 'of no run'})")
-    if blob.get("test") != errors.test.__dict__:
+    if TestSet.from_dict(blob.get("test"), str(path / CHECKPOINT)) != errors.test:
         raise UserError(f"{path}: {ERRORS} and {CHECKPOINT} disagree on the test set")
     return FinishedRun(metrics.run_id, model, blob["classes"], errors.test, errors.errors,
                        metrics, history, read_config(path))
