@@ -16,10 +16,10 @@ import torch
 
 from benchmarks.common import measure, table
 from ffcv_resnet.data.augment import to_float
-from ffcv_resnet.explain.cams import DEFAULT_METHODS, METHODS, cams, grad_cam
-from ffcv_resnet.explain.explain import ExplainConfig, map_pass, score_pass
-from ffcv_resnet.explain.faithfulness import (PERCENTILES, faithfulness, linear_impute,
-                                              relevance_ranks, road_known)
+from ffcv_resnet.explain.cams import DEFAULT_METHODS, METHODS, CamSettings, cams, grad_cam
+from ffcv_resnet.explain.analysis import PassConfig, map_pass, score_pass
+from ffcv_resnet.explain.faithfulness import (PERCENTILES, ScoreSettings, faithfulness,
+                                              linear_impute, relevance_ranks, road_known)
 from ffcv_resnet.model import resnet18
 from ffcv_resnet.precision import auto_precision
 from ffcv_resnet.timing import sync
@@ -62,7 +62,7 @@ def method_records(model, x, classes, layer, single, repeats, device, missing) -
         n = single if method == "scorecam" else len(x)  # Score-CAM: C forwards per image
 
         def ours(n=n, method=method):
-            float(cams(model, x[:n], classes[:n], (method,), layer)[method].maps.sum())
+            float(cams(model, x[:n], classes[:n], CamSettings((method,), layer))[method].maps.sum())
             return n
         out.append(_record(f"{method}: ours batched", measure(ours, device, 1, repeats),
                            MAPS_TIMED, method=method))
@@ -98,7 +98,7 @@ def family_records(model, x, classes, layer, repeats, device, precision) -> list
     out = []
     for name, methods in (("gradcam alone", ("gradcam",)), ("all six", DEFAULT_METHODS)):
         def run(methods=methods):
-            out_ = cams(model, x, both, methods, layer, precision=precision)
+            out_ = cams(model, x, both, CamSettings(methods, layer, precision=precision))
             float(sum(r.maps.sum() for r in out_.values()))
             return len(x)
         out.append(_record(f"family: {name}, 2 classes, {precision}",
@@ -112,11 +112,11 @@ def family_records(model, x, classes, layer, repeats, device, precision) -> list
 def road_records(model, x, classes, layer, n, device, precision, missing) -> list[dict]:
     """ROAD (combined, 18 imputations per map) over n maps: ours vs the package's; the
     imputation alone; and the largest difference of our imputation from the exact solve."""
-    maps = cams(model, x[:n], classes[:n], ("gradcam",), layer)["gradcam"].maps
+    maps = cams(model, x[:n], classes[:n], CamSettings(("gradcam",), layer))["gradcam"].maps
     xs, cs = x[:n], classes[:n]
 
     def ours():
-        float(faithfulness(model, xs, maps, cs, "road_combined", precision=precision).sum())
+        float(faithfulness(model, xs, maps, cs, ScoreSettings("road_combined", precision=precision)).sum())
         return n
     out = [_record(f"ROAD combined: ours, {precision}", measure(ours, device, 1, 2),
                    "ROADCombined over n Grad-CAM maps (18 imputations and forwards each, and "
@@ -165,22 +165,22 @@ def road_records(model, x, classes, layer, n, device, precision, missing) -> lis
 def pass_record(model, x, classes, layer, device, precision) -> dict:
     """Explain's whole pass: every default method's maps of both classes and every default
     score of every map, per error."""
-    ex = ExplainConfig(layer=layer)
+    ex = PassConfig(layer=layer, precision=precision)  # explain's defaults otherwise
     both = torch.stack([classes, (classes + 1) % 10])
     u8 = to_float((x * 255).round().to(torch.uint8))
 
     def run():
-        p = map_pass(model, u8, both, ex.method_names, layer, ex.batch_size, precision, "flip")
-        s = score_pass(model, u8, both, p, ex.metric_names, np.arange(len(x)), ex, precision)
+        p = map_pass(model, u8, both, ex)
+        s = score_pass(model, u8, both, p, np.arange(len(x)), ex)
         sync(device)
         float(sum(v.nan_to_num().sum() for v in s.values()))
         return len(x)
     return _record(f"explain pass: every method and score, {precision}",
                    measure(run, device, 1, 1),
-                   f"map_pass + score_pass of explain with its defaults ({len(ex.method_names)} "
-                   f"methods x 2 classes, {', '.join(ex.metric_names)}); images/s counts "
+                   f"map_pass + score_pass of explain with its defaults ({len(ex.methods)} "
+                   f"methods x 2 classes, {', '.join(ex.metrics)}); images/s counts "
                    "errors; one timed call", precision=precision,
-                   methods=list(ex.method_names), metrics=list(ex.metric_names))
+                   methods=list(ex.methods), metrics=list(ex.metrics))
 
 
 def run(device: torch.device, images: int, single: int, repeats: int,

@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {"resnet18": "model", "grad_cam": "explain.cams", "cams": "explain.cams",
-         "CamResult": "explain.cams", "faithfulness": "explain.faithfulness",
+         "CamResult": "explain.cams", "CamSettings": "explain.cams",
+         "faithfulness": "explain.faithfulness", "ScoreSettings": "explain.faithfulness",
          "CLASSES": "data.cifar", "load_model": "predict.model",
          "predict_images": "predict.model", "TrainedModel": "predict.model"}
 __all__ = list(_LAZY)

@@ -19,6 +19,11 @@ PACKAGE = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "xgradcam": "XG
            "scorecam": "ScoreCAM"}
 
 
+
+def all_cams(model, images, classes, **settings):
+    """The public cams() with its settings as keywords."""
+    return ffcv_resnet.cams(model, images, classes, ffcv_resnet.CamSettings(**settings))
+
 def _minmax(a: np.ndarray) -> np.ndarray:
     a = a - a.min(axis=(-2, -1), keepdims=True)
     top = a.max(axis=(-2, -1), keepdims=True)
@@ -85,7 +90,7 @@ def test_each_method_agrees_with_the_package(method, layer, which, models, batch
     images, classes = batches[which]
     if method == "scorecam":  # C forwards per image: two images are enough
         images, classes = images[:2], classes[:2]
-    ours = ffcv_resnet.cams(model, images, classes, methods=(method,), layer=layer)[method]
+    ours = all_cams(model, images, classes, methods=(method,), layer=layer)[method]
     ref = _package_maps(model, layer, method, images, classes)
     assert ours.maps.shape == images.shape[:1] + images.shape[2:]
     assert 0 <= ours.maps.min() and ours.maps.max() <= 1
@@ -122,7 +127,7 @@ def test_five_gradient_methods_cost_one_backward_per_class_set(models, batch, mo
     handle = model.register_forward_hook(lambda *_: forwards.append(1))
     try:
         both = torch.stack([classes, (classes + 1) % 10])
-        out = ffcv_resnet.cams(model, images, both, methods=DEFAULT_METHODS)
+        out = all_cams(model, images, both, methods=DEFAULT_METHODS)
     finally:
         handle.remove()
     assert set(out) == set(DEFAULT_METHODS) and "scorecam" not in DEFAULT_METHODS
@@ -130,16 +135,16 @@ def test_five_gradient_methods_cost_one_backward_per_class_set(models, batch, mo
     for m in DEFAULT_METHODS:
         assert out[m].maps.shape == (2, 8, 32, 32) and out[m].empty.shape == (2, 8)
         torch.testing.assert_close(out[m].logits, out["gradcam"].logits)
-    alone = ffcv_resnet.cams(model, images, classes, methods=("layercam",))["layercam"]
+    alone = all_cams(model, images, classes, methods=("layercam",))["layercam"]
     torch.testing.assert_close(out["layercam"].maps[0], alone.maps, atol=1e-5, rtol=0)
 
 
 def test_batched_equals_one_image_at_a_time(models, batch):
     model = models["trained"]
     images, classes = batch
-    whole = ffcv_resnet.cams(model, images, classes, batch_size=3)
+    whole = all_cams(model, images, classes, batch_size=3)
     for i in range(len(images)):
-        one = ffcv_resnet.cams(model, images[i:i + 1], classes[i:i + 1])
+        one = all_cams(model, images[i:i + 1], classes[i:i + 1])
         for m in DEFAULT_METHODS:
             torch.testing.assert_close(whole[m].maps[i:i + 1], one[m].maps, atol=1e-5, rtol=0)
             assert torch.equal(whole[m].empty[i:i + 1], one[m].empty)
@@ -149,7 +154,7 @@ def test_flat_maps_are_zeros_and_flagged_for_every_gradient_method():
     model = resnet18().eval()
     with torch.no_grad():
         model.fc.weight.zero_()  # every logit is the bias: no gradient reaches the layer
-    out = ffcv_resnet.cams(model, torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2]))
+    out = all_cams(model, torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2]))
     for m in ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam"):
         assert out[m].empty.all() and torch.count_nonzero(out[m].maps) == 0, m
     assert not out["eigencam"].empty.any()  # activations alone: unaffected by the gradient
@@ -159,4 +164,4 @@ def test_unknown_methods_are_one_line_listing_the_choices(batch):
     with pytest.raises(UserError, match="unknown CAM method 'gradcam2' .choose from gradcam, "
                                         "gradcampp, xgradcam, hirescam, layercam, eigencam, "
                                         "scorecam."):
-        ffcv_resnet.cams(resnet18(), *batch, methods=("gradcam", "gradcam2"))
+        all_cams(resnet18(), *batch, methods=("gradcam", "gradcam2"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_explain_probabilities_equal_predict(model_and_batch, tta):
     """The one-pass explain reuses Grad-CAM's logits as TTA's plain view: p(pred) and p(true)
     must still be what evaluation (errors.json) computed."""
     from ffcv_resnet.finished.evaluate import predict
-    from ffcv_resnet.explain.explain import ExplainConfig, explain
+    from ffcv_resnet.explain.analysis import PassConfig, explain_errors
     from ffcv_resnet.records import TestError
     model, images, classes = model_and_batch
     uint8 = (images * 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
@@ -81,7 +82,7 @@ def test_explain_probabilities_equal_predict(model_and_batch, tta):
     pred = (classes + 1) % 10
     errors = [TestError(100 + i, int(t), int(p), float(probs[i, p]))
               for i, (t, p) in enumerate(zip(classes, pred))]
-    e = explain(model, uint8, errors, ExplainConfig(batch_size=5, metrics=""), tta=tta)
+    e = explain_errors(model, uint8, errors, PassConfig(batch_size=5, metrics=(), tta=tta)).explained
     row = {int(i): k for k, i in enumerate(e.index)}
     for i, err in enumerate(errors):
         k = row[err.index]
@@ -132,9 +133,11 @@ def test_mode_hooks_and_parameter_gradients_are_left_as_they_were(model_and_batc
 
 
 def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data):
+    errors_json = (trained_run / "errors.json").read_bytes()
     r = run_script("scripts/explain.py", "--run.dir", trained_run, "--data.dir", learnable_data,
                    "--explain.page_size", "4", "--explain.scored", "5")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert (trained_run / "errors.json").read_bytes() == errors_json  # training's, untouched
     assert "maps (gradcam, gradcampp, xgradcam, hirescam, layercam, eigencam;" in r.stdout
     assert "scores (road_combined, deletion, insertion)" in r.stdout and "rendering" in r.stdout
     errors = json.loads((trained_run / "errors.json").read_text())["errors"]
@@ -143,39 +146,31 @@ def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data
                              "eigencam"] and ex["metrics"] == ["road_combined", "deletion",
                                                                 "insertion"]
     assert ex["scored"] == 5 < len(errors)  # a seeded sample; the others carry no scores
-    scored = [e for e in errors if "scores" in e]
-    assert len(scored) == 5 and f"scores (road_combined, deletion, insertion): 5 of " \
-        f"{len(errors)} errors" in r.stdout and "--explain.scored all" in r.stdout
+    assert f"scores (road_combined, deletion, insertion): 5 of {len(errors)} errors" in \
+        r.stdout and "--explain.scored all" in r.stdout
     assert ex["cams_seconds"] > 0 and ex["scores_seconds"] > 0 and ex["explain_seconds"] == \
         pytest.approx(ex["cams_seconds"] + ex["scores_seconds"])
+    with open(trained_run / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = [f"{m}_{k}_{w}" for m in ex["methods"] for k in ex["metrics"]
+               for w in ("pred", "true")]
+    scored = [r for r in rows if any(r[c] != "" for c in columns)]
+    assert len(scored) == 5  # the scores are the manifest's (blank: not scored)
     table = ex["faithfulness"]
-    assert table["most_faithful"] in ex["methods"]
+    assert table["most_faithful"] in (*ex["methods"], None) and table["verdict"]
     for metric in ex["metrics"]:
         for method in ex["methods"]:
             cell = table["metrics"][metric]["pred"][method]
-            values = [e["scores"][method][metric]["pred"] for e in scored]
-            finite = [v for v in values if v is not None]
-            assert cell["n"] == len(finite)  # errors.json rounds to 6 places
+            finite = [float(r[f"{method}_{metric}_pred"]) for r in scored
+                      if r[f"{method}_{metric}_pred"] != ""]
+            assert cell["n"] == len(finite)  # the manifest rounds to 6 places
             assert cell["mean"] == pytest.approx(np.mean(finite), abs=1e-6)
             assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
-    with open(trained_run / "manifest.csv") as f:
-        rows = list(csv.DictReader(f))
     assert sorted(int(r["index"]) for r in rows) == sorted(e["index"] for e in errors)
     by_index = {e["index"]: e for e in errors}
     assert all(int(r["predicted"]) == by_index[int(r["index"])]["predicted"] for r in rows)
     p = [float(r["p_pred"]) for r in rows]
     assert p == sorted(p, reverse=True)
-    for r in rows:  # the scores in the manifest are errors.json's (blank: not scored)
-        scores = by_index[int(r["index"])].get("scores")
-        if scores is None:
-            assert all(r[f"{m}_{k}_{w}"] == "" for m in ex["methods"] for k in ex["metrics"]
-                       for w in ("pred", "true"))
-            continue
-        for method in ex["methods"]:
-            for metric in ex["metrics"]:
-                for which in ("pred", "true"):
-                    value, cell = scores[method][metric][which], r[f"{method}_{metric}_{which}"]
-                    assert (cell == "") if value is None else float(cell) == pytest.approx(value)
     pages = sorted((trained_run / "gallery").glob("page-*.png"))
     assert len(pages) == -(-len(errors) // 4)
     assert {int(r["page"]) for r in rows} == set(range(1, len(pages) + 1))
@@ -193,7 +188,7 @@ def test_explain_writes_gallery_manifest_and_figures(trained_run, learnable_data
     for key in ("cams_seconds", "scores_seconds", "render_seconds", "explain_seconds",
                 "methods", "metrics", "scored", "layer", "precision", "device", "torch"):
         assert key in ex, key
-    assert ex["scored"] == sum(1 for e in errors if e.get("scores") is not None)
+    assert all("scores" not in e for e in errors)
 
 
 def _explain(run_dir, data_dir, *extra):
@@ -248,12 +243,13 @@ def test_explain_bad_inputs(trained_run, learnable_data, tmp_path, sources):
 
 
 def test_a_run_without_errors_explains_to_an_empty_gallery(learnable_data, tmp_path):
-    from ffcv_resnet.explain.explain import ExplainConfig, explain, load_error_images
+    from ffcv_resnet.explain.analysis import PassConfig, explain_errors
+    from ffcv_resnet.finished.run import load_error_images
     from ffcv_resnet.explain.gallery import write_gallery, write_manifest
     from ffcv_resnet.data.cifar import CLASSES
     images = load_error_images(learnable_data, [], torch.device("cpu"))
-    e = explain(resnet18().eval(), images, [], ExplainConfig(batch_size=8))
-    assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.pred_maps.shape == (0, 32, 32)
+    e = explain_errors(resnet18().eval(), images, [], PassConfig(batch_size=8)).explained
+    assert images.shape == (0, 3, 32, 32) and len(e.index) == 0 and e.maps.shape == (6, 2, 0, 32, 32)
     assert write_gallery(e, list(CLASSES), tmp_path / "gallery", 4, progress=False) == []
     write_manifest(e, list(CLASSES), tmp_path / "manifest.csv", 4)
     assert (tmp_path / "manifest.csv").read_text().count("\n") == 1  # the header alone
@@ -302,3 +298,70 @@ def test_an_interrupted_render_leaves_no_report_of_another_pass(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         render(synthetic(5), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _explained_with_scores(scores: dict[str, np.ndarray], methods: tuple[str, ...]):
+    from ffcv_resnet.explain.gallery import Explained
+    n = next(iter(scores.values())).shape[-1]
+    i = np.arange(n)
+    return Explained(i, i % 10, (i + 1) % 10, np.full(n, .6), np.full(n, .2),
+                     np.zeros((n, 32, 32, 3), np.uint8), methods,
+                     np.zeros((len(methods), 2, n, 32, 32)),
+                     np.zeros((len(methods), 2, n), bool), scores)
+
+
+def test_no_method_is_named_most_faithful_when_the_intervals_overlap():
+    """The report's example: gradcam 0.050 [0.032, 0.068] and xgradcam 0.050 [0.032, 0.067] on
+    two errors name no winner; one method ahead on every error of 40 by every score is named."""
+    from ffcv_resnet.data.cifar import CLASSES
+    from ffcv_resnet.explain.scores import summarise
+    methods = ("gradcam", "xgradcam")
+    close = np.array([[[0.049, 0.051]] * 2, [[0.0495, 0.0505]] * 2])  # (M, 2, N=2)
+    t = summarise(_explained_with_scores({"road_combined": close}, methods), list(CLASSES))
+    assert t["most_faithful"] is None and t["best"]["road_combined"] is None
+    assert t["verdict"] == "no method is clearly more faithful than the others on 2 scored errors"
+    g = np.random.default_rng(0)
+    base = g.normal(0.05, 0.02, 40)
+    ahead = {"road_combined": np.stack([np.stack([base + 0.03] * 2), np.stack([base] * 2)]),
+             "deletion": np.stack([np.stack([base] * 2), np.stack([base + 0.03] * 2)])}
+    t = summarise(_explained_with_scores(ahead, methods), list(CLASSES))
+    assert t["best"] == {"road_combined": "gradcam", "deletion": "gradcam"}  # lower is better
+    assert t["most_faithful"] == "gradcam" and t["verdict"].startswith("gradcam is clearly")
+    split = {**ahead, "insertion": ahead["deletion"]}  # insertion: higher is better: xgradcam
+    t = summarise(_explained_with_scores(split, methods), list(CLASSES))
+    assert t["most_faithful"] is None and t["best"]["insertion"] == "xgradcam"
+    assert "each score's clear best, if any, is named beside it" in t["verdict"]
+
+
+def test_a_failed_rerun_leaves_the_previous_report_and_errors_json_as_they_were(
+        trained_run, learnable_data, tmp_path, monkeypatch):
+    """A pass that fails while drawing (a full disk, say) keeps the previous pass's outputs
+    byte for byte, removes what it drew, and never touches training's files; a pass that ends
+    replaces them whole."""
+    import errno
+    from ffcv_resnet.config import parse
+    from ffcv_resnet.explain import explain as E
+    from ffcv_resnet.explain import render
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".lock", "last.pt"))
+    args = ["--run.dir", str(run), "--data.dir", str(learnable_data), "--explain.metrics", "",
+            "--explain.screenshot", "off", "--explain.overview", "false"]
+    other = ["--explain.methods", "gradcam,eigencam"]  # the second pass computes other maps
+    E.explain_run(parse(E.ExplainSettings, args))
+    outputs = ("report.html", "explain.json", "manifest.csv", "summary.png")
+    before = {n: (run / n).read_bytes() for n in (*outputs, "errors.json", "metrics.json")}
+    pages = sorted(p.name for p in (run / "gallery").iterdir())
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(render, "write_report", full_disk)
+    with pytest.raises(OSError):
+        E.explain_run(parse(E.ExplainSettings, [*args, *other]))
+    assert {n: (run / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in (run / "gallery").iterdir()) == pages
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".explain")]
+    monkeypatch.undo()
+    E.explain_run(parse(E.ExplainSettings, [*args, *other]))
+    assert json.loads((run / "explain.json").read_text())["methods"] == ["gradcam", "eigencam"]
+    assert (run / "errors.json").read_bytes() == before["errors.json"]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".explain")]

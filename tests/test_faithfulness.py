@@ -17,6 +17,12 @@ from test_cams import random_bn_model
 
 
 @pytest.fixture(scope="module")
+
+def score(model, images, maps, classes, before=None, **settings):
+    """The public faithfulness() with its settings as keywords."""
+    return ffcv_resnet.faithfulness(model, images, maps, classes,
+                                    ffcv_resnet.ScoreSettings(**settings), before)
+
 def setup():
     """A model, images, classes and untied maps (smooth random maps plus a tiny ramp)."""
     model = random_bn_model()
@@ -58,7 +64,7 @@ def _package(name, percentile=None):
     ("road_lerf", 70), ("road_combined", None)])
 def test_scores_agree_with_the_package(metric, percentile, setup, no_noise):
     model, images, maps, classes = setup
-    ours = ffcv_resnet.faithfulness(model, images, maps, classes, metric=metric,
+    ours = score(model, images, maps, classes, metric=metric,
                                     percentile=percentile, noise=0)
     ref = _package(metric, percentile)(images, maps.numpy(), _targets(classes), model)
     assert ours.shape == (6,) and ours.dtype == torch.float32
@@ -126,32 +132,32 @@ def test_deletion_and_insertion_by_hand():
     p = lambda s: float(torch.sigmoid(torch.tensor(8.0 * s)))  # noqa: E731  (softmax of [8s, 0])
     mean_red = 0.4914  # the data-set mean colour fills deleted pixels
     expected = (p(1.0) / 2 + p(mean_red) + p(mean_red) / 2) / 2
-    got = ffcv_resnet.faithfulness(model, images, top_first, cls, metric="deletion", steps=2)
+    got = score(model, images, top_first, cls, metric="deletion", steps=2)
     assert got.item() == pytest.approx(expected, abs=1e-6)
     bottom_first = 1 - top_first  # the irrelevant half goes first: the class survives longer
-    late = ffcv_resnet.faithfulness(model, images, bottom_first, cls, metric="deletion", steps=2)
+    late = score(model, images, bottom_first, cls, metric="deletion", steps=2)
     assert late.item() == pytest.approx((p(1.0) / 2 + p(1.0) + p(mean_red) / 2) / 2, abs=1e-6)
     # insertion into a blurred copy of a constant image: the blur changes nothing
-    ins = ffcv_resnet.faithfulness(model, images, top_first, cls, metric="insertion", steps=2)
+    ins = score(model, images, top_first, cls, metric="insertion", steps=2)
     assert ins.item() == pytest.approx(p(1.0), abs=1e-6)
 
 
 def test_seeded_noise_is_deterministic_and_batching_changes_nothing(setup):
     model, images, maps, classes = setup
-    run = lambda seed, **k: ffcv_resnet.faithfulness(  # noqa: E731
+    run = lambda seed, **k: score(  # noqa: E731
         model, images, maps, classes, metric="road_morf", noise=0.05,
         generator=torch.Generator().manual_seed(seed), **k)
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
-    whole = ffcv_resnet.faithfulness(model, images, maps, classes, metric="road_combined",
+    whole = score(model, images, maps, classes, metric="road_combined",
                                      noise=0)
-    one = torch.cat([ffcv_resnet.faithfulness(model, images[i:i + 1], maps[i:i + 1],
+    one = torch.cat([score(model, images[i:i + 1], maps[i:i + 1],
                                               classes[i:i + 1], metric="road_combined",
                                               noise=0) for i in range(len(images))])
     torch.testing.assert_close(whole, one, atol=1e-5, rtol=0)
-    small = ffcv_resnet.faithfulness(model, images, maps, classes, metric="deletion",
+    small = score(model, images, maps, classes, metric="deletion",
                                      batch_size=5)
-    torch.testing.assert_close(small, ffcv_resnet.faithfulness(
+    torch.testing.assert_close(small, score(
         model, images, maps, classes, metric="deletion"), atol=1e-5, rtol=0)
 
 
@@ -160,7 +166,7 @@ def test_unknown_metric_is_one_line_listing_the_choices(setup):
     with pytest.raises(UserError, match="unknown faithfulness metric 'road' .choose from "
                                         "cam_mult, road_morf, road_lerf, road_combined, "
                                         "deletion, insertion."):
-        ffcv_resnet.faithfulness(model, images, maps, classes, metric="road")
+        score(model, images, maps, classes, metric="road")
 
 
 def test_the_imputer_reads_the_device_once_every_few_iterations(monkeypatch):

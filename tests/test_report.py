@@ -151,10 +151,16 @@ def test_report_in_chromium(explained):
                 for metric, text in zip(ex["metrics"], row[1:]):
                     cell = ex["faithfulness"]["metrics"][metric][which][row[0]]
                     assert text.startswith(f"{cell['mean']:.3f}") and f"(n={cell['n']})" in text
-        best = page.page.evaluate("""() => [...document.querySelectorAll(
-            '#faith-table td.best')].length""")
-        assert best >= len(ex["metrics"])  # one best cell per score (more on a tie)
-        assert ex["faithfulness"]["most_faithful"] in page.text("#faith-verdict")
+        # the last choice shown is "true": a cell is marked only where a paired test names
+        # its method clearly best on the true-class maps
+        best = page.page.evaluate("""() => [...document.querySelectorAll('#faith-table tr')]
+            .slice(1).flatMap((tr) => [...tr.cells].slice(1).flatMap((td, k) =>
+              td.classList.contains('best') ? `${tr.cells[0].textContent} ${k}` : []))""")
+        f = ex["faithfulness"]
+        assert sorted(best) == sorted(f"{m} {k}" for k, metric in enumerate(ex["metrics"])
+                                      for m in [f["best_true"][metric]] if m)
+        verdict = ex["faithfulness"]["verdict"]
+        assert verdict[1:] in page.text("#faith-verdict") and verdict
         p.select_option("#faith-metric", ex["metrics"][-1])
         rows = page.page.evaluate("""() => document.querySelectorAll('#faith-class tr').length""")
         assert rows == 1 + len(data["classes"])

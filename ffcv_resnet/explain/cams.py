@@ -10,6 +10,7 @@ flagged `empty`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
@@ -153,21 +154,29 @@ def _cams_batch(model: nn.Module, layer: nn.Module, images: torch.Tensor,
     return raw, logits
 
 
+@dataclass(frozen=True)
+class CamSettings:
+    """Which maps `cams` computes and how."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    layer: str = "layer3"  # the module whose activations (and gradients) the methods weigh
+    batch_size: int | None = None  # images per forward (None: all at once)
+    precision: str = "fp32"
+
+
 def cams(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
-         methods=DEFAULT_METHODS, layer: str = "layer3", batch_size: int | None = None,
-         precision: str = "fp32") -> dict[str, CamResult]:
-    """Maps of every method in `methods` for `classes` of `images`, from one forward and one
-    backward per class set and batch: {method: CamResult}.
+         settings: CamSettings = CamSettings()) -> dict[str, CamResult]:
+    """Maps of every method in `settings.methods` for `classes` of `images`, from one forward
+    and one backward per class set and batch: {method: CamResult}.
 
     images: float (N, 3, H, W) in [0, 1]; classes: (N,) one per image, giving (N, H, W) maps
     and (N,) flags, or (K, N) class sets, giving (K, N, H, W) and (K, N). Every result holds the
     same (N, classes) logits of that forward.
     """
-    methods = check_methods(methods)
+    methods, precision = check_methods(settings.methods), settings.precision
     one = torch.as_tensor(classes).ndim == 1
     class_sets = class_sets_of(images, classes)  # (K, N)
-    module = find_layer(model, layer)
-    step = batch_size or max(len(images), 1)
+    module = find_layer(model, settings.layer)
+    step = settings.batch_size or max(len(images), 1)
     parts = []
     with eval_mode(model):
         for i in range(0, len(images), step):
@@ -189,7 +198,8 @@ def grad_cams(model: nn.Module, images: torch.Tensor, class_sets: torch.Tensor,
     """Grad-CAM maps of K classes per image from one forward per batch: `class_sets` (K, N)
     gives (K, N, H, W) maps and (K, N) flags, and the (N, classes) logits of that forward."""
     class_sets = class_sets_of(images, class_sets)  # (K, N) even when K is 1
-    return cams(model, images, class_sets, ("gradcam",), layer, batch_size, precision)["gradcam"]
+    return cams(model, images, class_sets,
+                CamSettings(("gradcam",), layer, batch_size, precision))["gradcam"]
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
@@ -203,4 +213,5 @@ def grad_cam(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
     if torch.as_tensor(classes).ndim != 1:
         raise ValueError(f"need one class per image: {len(images)} images, "
                          f"{tuple(torch.as_tensor(classes).shape)} classes")
-    return cams(model, images, classes, ("gradcam",), layer, batch_size, precision)["gradcam"]
+    return cams(model, images, classes,
+                CamSettings(("gradcam",), layer, batch_size, precision))["gradcam"]

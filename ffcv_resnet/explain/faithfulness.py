@@ -19,6 +19,7 @@ symmetric positive definite whenever a pixel is kept), to a relative residual of
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -167,72 +168,84 @@ def _area(probs: torch.Tensor) -> torch.Tensor:
     return (probs.sum(0) - (probs[0] + probs[-1]) / 2) / (len(probs) - 1)
 
 
-def _deletion_insertion(model, images, ranks, classes, steps, insertion, batch_size,
-                        precision) -> torch.Tensor:
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How `faithfulness` scores maps: the metric and its knobs, the batch and precision of the
+    forwards, and the random stream of ROAD's noise."""
+    metric: str = "road_combined"
+    percentile: float | None = None  # road_morf and road_lerf (80 and 20 by default)
+    noise: float = 0.01  # ROAD's imputation noise (standard deviation; images in [0, 1])
+    steps: int = 16  # of the deletion and insertion curves
+    batch_size: int = 1024
+    precision: str = "fp32"
+    generator: torch.Generator | None = None
+
+
+def _deletion_insertion(model: nn.Module, images: torch.Tensor, ranks: torch.Tensor,
+                        classes: torch.Tensor, insertion: bool,
+                        s: ScoreSettings) -> torch.Tensor:
     n, hw = ranks.shape
     base = (_blurred(images) if insertion else
             torch.tensor(MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
             .expand_as(images))
     probs = []
-    for t in range(steps + 1):
-        top = ranks >= hw - round(t / steps * hw)  # the most relevant t/steps of the pixels
+    for t in range(s.steps + 1):
+        top = ranks >= hw - round(t / s.steps * hw)  # the most relevant t/steps of the pixels
         chosen = top.view(n, 1, *images.shape[-2:])
         x = torch.where(chosen, images, base) if insertion else torch.where(chosen, base, images)
-        probs.append(class_probability(model, x, classes, batch_size, precision))
+        probs.append(class_probability(model, x, classes, s.batch_size, s.precision))
     return _area(torch.stack(probs))
 
 
 def faithfulness(model: nn.Module, images: torch.Tensor, maps: torch.Tensor,
-                 classes: torch.Tensor, metric: str = "road_combined",
-                 percentile: float | None = None, noise: float = 0.01,
-                 generator: torch.Generator | None = None, steps: int = 16,
-                 batch_size: int = 1024, precision: str = "fp32",
+                 classes: torch.Tensor, settings: ScoreSettings = ScoreSettings(),
                  before: torch.Tensor | None = None) -> torch.Tensor:
     """One score per image of how faithful `maps` are to `model`'s probability of `classes`
     (see the module's docstring for each metric): (N,) float32.
 
     images: float (N, 3, H, W) in [0, 1], as the model takes them; maps: (N, H, W), higher
     meaning more relevant; classes: (N,) the class each map explains. `before`: p(class) of the
-    unperturbed images when the caller has it (one forward fewer). `percentile` applies to
-    road_morf and road_lerf (80 and 20 by default, as the package's).
+    unperturbed images when the caller has it (one forward fewer).
     """
-    (metric,) = check_metrics([metric])
+    s = settings
+    (metric,) = check_metrics([s.metric])
     classes = torch.as_tensor(classes, device=images.device).long()
     if len(images) == 0:
         return images.new_zeros(0)
     with eval_mode(model):
         p0 = before if before is not None else class_probability(model, images, classes,
-                                                                  batch_size, precision)
+                                                                  s.batch_size, s.precision)
         if metric == "cam_mult":
-            return class_probability(model, images * maps[:, None], classes, batch_size,
-                                     precision) - p0
+            return class_probability(model, images * maps[:, None], classes, s.batch_size,
+                                     s.precision) - p0
         ranks = relevance_ranks(maps)
         if metric in ("deletion", "insertion"):
-            return _deletion_insertion(model, images, ranks, classes, steps,
-                                       metric == "insertion", batch_size, precision)
-        plans = ([(percentile or DEFAULT_PERCENTILE[metric], metric == "road_morf")]
+            return _deletion_insertion(model, images, ranks, classes, metric == "insertion", s)
+        plans = ([(s.percentile or DEFAULT_PERCENTILE[metric], metric == "road_morf")]
                  if metric != "road_combined" else
                  [(p, morf) for morf in (True, False) for p in PERCENTILES])
-        after = _road(model, images, ranks, classes, plans, noise, generator, batch_size,
-                      precision) - p0
+        after = _road(model, images, ranks, classes, plans, s) - p0
     if metric != "road_combined":
         return after[0]
     k = len(PERCENTILES)
     return (after[k:].mean(0) - after[:k].mean(0)) / 2
 
 
-def _road(model, images, ranks, classes, plans, noise, generator, batch_size, precision,
-          systems: int = 8192) -> torch.Tensor:
+ROAD_SYSTEMS = 8192  # imputation systems solved at once (a chunk of images, every variant)
+
+
+def _road(model: nn.Module, images: torch.Tensor, ranks: torch.Tensor, classes: torch.Tensor,
+          plans: list[tuple[float, bool]], s: ScoreSettings) -> torch.Tensor:
     """p(class) after each plan's (percentile, MoRF?) imputation: (len(plans), N). The
-    variants of a chunk of images are imputed together (at most `systems` at once)."""
+    variants of a chunk of images are imputed together (at most ROAD_SYSTEMS at once)."""
     n, k = len(images), len(plans)
     out = images.new_empty(k, n)
-    chunk = max(1, systems // k)
-    for s in range(0, n, chunk):
-        sl = slice(s, s + chunk)
+    chunk = max(1, ROAD_SYSTEMS // k)
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
         known = torch.cat([road_known(ranks[sl], p, morf, images.shape[-2:])
                            for p, morf in plans])
-        x = linear_impute(images[sl].repeat(k, 1, 1, 1), known, noise, generator)
-        out[:, sl] = class_probability(model, x, classes[sl].repeat(k), batch_size,
-                                       precision).view(k, -1)
+        x = linear_impute(images[sl].repeat(k, 1, 1, 1), known, s.noise, s.generator)
+        out[:, sl] = class_probability(model, x, classes[sl].repeat(k), s.batch_size,
+                                       s.precision).view(k, -1)
     return out

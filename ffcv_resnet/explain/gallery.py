@@ -48,21 +48,10 @@ class Explained:
                    np.zeros((m, 2, 0, 32, 32)), np.zeros((m, 2, 0), bool),
                    {k: np.zeros((m, 2, 0)) for k in metrics})
 
-    @property
-    def pred_maps(self) -> np.ndarray:
-        return self.maps[0, 0]
-
-    @property
-    def true_maps(self) -> np.ndarray:
-        return self.maps[0, 1]
-
-    @property
-    def pred_empty(self) -> np.ndarray:
-        return self.empty[0, 0]
-
-    @property
-    def true_empty(self) -> np.ndarray:
-        return self.empty[0, 1]
+    def flat_counts(self) -> dict[str, list[int]]:
+        """Per method, how many maps of the predicted and of the true class were flat."""
+        return {m: [int(self.empty[k, 0].sum()), int(self.empty[k, 1].sum())]
+                for k, m in enumerate(self.methods)}
 
 
 def panels(e: Explained, rows: slice, method: int = 0) -> np.ndarray:
@@ -74,7 +63,8 @@ def panels(e: Explained, rows: slice, method: int = 0) -> np.ndarray:
 
 def caption(e: Explained, i: int, classes: list[str]) -> str:
     """#index true → predicted, then both probabilities and which maps were flat."""
-    flags = "".join([" ∅pred" if e.pred_empty[i] else "", " ∅true" if e.true_empty[i] else ""])
+    flags = "".join([" ∅pred" if e.empty[0, 0, i] else "",  # the drawn (first) method's maps
+                     " ∅true" if e.empty[0, 1, i] else ""])
     return (f"#{e.index[i]} {classes[e.true[i]]} → {classes[e.predicted[i]]}\n"
             f"p(pred)={e.p_pred[i]:.2f} p(true)={e.p_true[i]:.2f}{flags}")
 
@@ -175,7 +165,7 @@ def write_manifest(e: Explained, classes: list[str], path: Path, page_size: int,
         scores = [e.scores[metric][m, k, i] for _, metric, m, k in columns]
         w.writerow([run_id, e.index[i], e.true[i], e.predicted[i], classes[e.true[i]],
                     classes[e.predicted[i]], f"{e.p_pred[i]:.6f}", f"{e.p_true[i]:.6f}",
-                    int(e.pred_empty[i]), int(e.true_empty[i]), i // page_size + 1,
+                    int(e.empty[0, 0, i]), int(e.empty[0, 1, i]), i // page_size + 1,
                     i % page_size + 1, *("" if np.isnan(s) else f"{s:.6f}" for s in scores)])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 

@@ -1,8 +1,10 @@
-"""What explain draws into the run folder once Grad-CAM is done: the gallery's pages and sprite
-sheets, the manifest, the summary figure, the overview (random training images from the train
-beton), and report.html over all of them."""
+"""What explain draws once Grad-CAM is done: the gallery's pages and sprite sheets, the manifest,
+the summary figure, the overview (random training images from the train beton), and report.html
+over all of them; drawn into a staging folder inside the run folder and swapped in for the
+previous pass's outputs only when whole."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from ..data.betons import beton_path
 from .figures import plot_overview, plot_summary
 from ..io import remove
-from ..run_folder import EXPLAIN_FILES, GALLERY, MANIFEST, OVERVIEW, SUMMARY
+from ..run_folder import EXPLAIN_FILES, EXPLAIN_JSON, GALLERY, MANIFEST, OVERVIEW, SUMMARY
 from .gallery import Explained, write_gallery, write_manifest
 from ..data.loaders import load_all
 from .report import ReportContext, write_report
@@ -38,6 +40,50 @@ def render_outputs(e: Explained, ctx: ReportContext, run_dir: Path,
         clear_outputs(run_dir)
         raise
     return pages
+
+
+# hidden temporaries of the run folder (the run folder counts them as its own): the new pass
+# being drawn, and the previous pass's outputs while they are swapped out
+STAGING, PREVIOUS = ".explain.tmp", ".explain.old"
+
+
+def staging_folder(run_dir: Path, create: bool = True) -> Path:
+    """A fresh, empty staging folder in `run_dir` (with `create`), or none left (without); a
+    killed pass's leftovers go either way."""
+    staging = Path(run_dir) / STAGING
+    remove(staging)
+    remove(Path(run_dir) / PREVIOUS)
+    if create:
+        staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, run_dir: Path) -> None:
+    """The pass drawn whole in `staging` in place of the previous pass's outputs, by renames:
+    explain.json, which marks a finished pass, leaves first and arrives last; if a rename
+    fails, the previous outputs are put back."""
+    previous = run_dir / PREVIOUS
+    remove(previous)
+    previous.mkdir()
+    order = [EXPLAIN_JSON, *(n for n in EXPLAIN_FILES if n != EXPLAIN_JSON)]
+    out, arrived = [], []
+    try:
+        for name in order:
+            if os.path.lexists(run_dir / name):
+                os.replace(run_dir / name, previous / name)
+                out.append(name)
+        for name in [*order[1:], EXPLAIN_JSON]:
+            if os.path.lexists(staging / name):
+                os.replace(staging / name, run_dir / name)
+                arrived.append(name)
+    except BaseException:
+        for name in arrived:
+            remove(run_dir / name)
+        for name in out:
+            os.replace(previous / name, run_dir / name)
+        raise
+    finally:
+        remove(previous)
 
 
 def clear_outputs(run_dir: Path) -> None:

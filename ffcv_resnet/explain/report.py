@@ -54,8 +54,7 @@ def report_data(e: Explained, ctx: ReportContext) -> dict:
     """Everything the page's script reads, as plain JSON-able values."""
     n = len(e.index)
     pages = [f"{GALLERY}/{page_name(p)}" for p in range(-(-n // ctx.page_size))]
-    explain = {**ctx.explain, "flat": {m: [int(e.empty[k, 0].sum()), int(e.empty[k, 1].sum())]
-                                       for k, m in enumerate(e.methods)}}
+    explain = {**ctx.explain, "flat": e.flat_counts()}
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),
             "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
             "history": ctx.history, "config": ctx.config, "explain": explain,

@@ -21,7 +21,7 @@ from torch import nn
 from ..data.augment import to_float
 from ..device import resolve_device
 from ..errors import UserError
-from ..explain.cams import check_methods, cams
+from ..explain.cams import CamSettings, check_methods, cams
 from ..finished.run import load_finished_run
 from ..precision import PRECISIONS, resolve_precision
 from ..run_folder import RunFolder
@@ -105,8 +105,8 @@ def predict_images(model: TrainedModel, images, top: int = 3, method: str | None
     p, k = probs.topk(top, 1)
     maps = empty = None
     if method:
-        r = cams(model.module, to_float(x), k[:, 0], check_methods([method]), layer,
-                 batch_size=batch_size, precision=model.precision)[method]
+        r = cams(model.module, to_float(x), k[:, 0],
+                 CamSettings(check_methods([method]), layer, batch_size, model.precision))[method]
         maps, empty = r.maps.float().cpu().numpy(), r.empty.cpu().numpy()
     p, k = p.cpu().tolist(), k.cpu().tolist()
     names = model.classes
