@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,8 +56,23 @@ def _record(name: str, m: dict, timed: str, **extra) -> dict:
             "timed": timed, **extra}
 
 
-def method_records(model, x, classes, layer, single, repeats, device, missing) -> list[dict]:
+@dataclass(frozen=True)
+class Bench:
+    """What every record of the suite measures on: the model, a batch of images with a class
+    each, the layer, the device and the repeats of each timing."""
+    model: torch.nn.Module
+    x: torch.Tensor  # (N, 3, 32, 32) float, channels_last
+    classes: torch.Tensor  # (N,)
+    layer: str
+    device: torch.device
+    repeats: int
+    missing: str | None  # why the grad-cam package is not compared (None: it is)
+
+
+def method_records(b: Bench, single: int) -> list[dict]:
     """Each method, ours vs the package's, batched; Grad-CAM one image at a time too."""
+    model, x, classes, layer, device, repeats, missing = (b.model, b.x, b.classes, b.layer,
+                                                          b.device, b.repeats, b.missing)
     out = []
     for method in METHODS:
         n = single if method == "scorecam" else len(x)  # Score-CAM: C forwards per image
@@ -92,8 +108,10 @@ def method_records(model, x, classes, layer, single, repeats, device, missing) -
     return out
 
 
-def family_records(model, x, classes, layer, repeats, device, precision) -> list[dict]:
+def family_records(b: Bench, precision: str) -> list[dict]:
     """Explain's maps of both classes: Grad-CAM alone vs all default methods together."""
+    model, x, classes, layer, device, repeats = (b.model, b.x, b.classes, b.layer, b.device,
+                                                 b.repeats)
     both = torch.stack([classes, (classes + 1) % 10])
     out = []
     for name, methods in (("gradcam alone", ("gradcam",)), ("all six", DEFAULT_METHODS)):
@@ -109,14 +127,17 @@ def family_records(model, x, classes, layer, repeats, device, precision) -> list
     return out
 
 
-def road_records(model, x, classes, layer, n, device, precision, missing) -> list[dict]:
+def road_records(b: Bench, n: int, precision: str) -> list[dict]:
     """ROAD (combined, 18 imputations per map) over n maps: ours vs the package's; the
     imputation alone; and the largest difference of our imputation from the exact solve."""
+    model, x, classes, layer, device, missing = (b.model, b.x, b.classes, b.layer, b.device,
+                                                 b.missing)
     maps = cams(model, x[:n], classes[:n], CamSettings(("gradcam",), layer))["gradcam"].maps
     xs, cs = x[:n], classes[:n]
 
     def ours():
-        float(faithfulness(model, xs, maps, cs, ScoreSettings("road_combined", precision=precision)).sum())
+        settings = ScoreSettings("road_combined", precision=precision)
+        float(faithfulness(model, xs, maps, cs, settings).sum())
         return n
     out = [_record(f"ROAD combined: ours, {precision}", measure(ours, device, 1, 2),
                    "ROADCombined over n Grad-CAM maps (18 imputations and forwards each, and "
@@ -162,9 +183,10 @@ def road_records(model, x, classes, layer, n, device, precision, missing) -> lis
     return out
 
 
-def pass_record(model, x, classes, layer, device, precision) -> dict:
+def pass_record(b: Bench, precision: str) -> dict:
     """Explain's whole pass: every default method's maps of both classes and every default
     score of every map, per error."""
+    model, x, classes, layer, device = b.model, b.x, b.classes, b.layer, b.device
     ex = PassConfig(layer=layer, precision=precision)  # explain's defaults otherwise
     both = torch.stack([classes, (classes + 1) % 10])
     u8 = to_float((x * 255).round().to(torch.uint8))
@@ -192,14 +214,14 @@ def run(device: torch.device, images: int, single: int, repeats: int,
         memory_format=torch.channels_last)
     classes = torch.randint(0, 10, (images,), generator=g).to(device)
     precision = auto_precision(device)
-    records = method_records(model, x, classes, layer, single, repeats, device, missing)
-    records += family_records(model, x, classes, layer, repeats, device, "fp32")
+    b = Bench(model, x, classes, layer, device, repeats, missing)
+    records = method_records(b, single)
+    records += family_records(b, "fp32")
     if precision != "fp32":
-        records += family_records(model, x, classes, layer, repeats, device, precision)
+        records += family_records(b, precision)
     # the package's ROAD takes ~0.3 s a map on any machine (scipy, image by image): 64 at most
-    records += road_records(model, x, classes, layer, max(2, min(2 * single, 64)), device,
-                            precision, missing)
-    records.append(pass_record(model, x, classes, layer, device, precision))
+    records += road_records(b, max(2, min(2 * single, 64)), precision)
+    records.append(pass_record(b, precision))
     return records, markdown(records, missing)
 
 

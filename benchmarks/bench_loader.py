@@ -9,7 +9,7 @@ import torch
 from benchmarks.baseline import UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
 from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches
+from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches, Stream
 
 
 def _drain(batches, augment=None) -> int:
@@ -26,8 +26,9 @@ def run(data_dir: Path, device: torch.device, batch_size: int, images: int, repe
         workers: int = 0) -> tuple[list[dict], str]:
     path, idx = training_subset(data_dir, images)
     augment = BatchAugment(AugmentConfig(), device)
-    ffcv = FfcvBatches(path, batch_size, device, indices=idx, workers=workers)
-    resident = ResidentBatches(path, batch_size, device, indices=idx)
+    ffcv = FfcvBatches(path, batch_size, device,
+                       Stream(order="random", indices=idx, workers=workers))
+    resident = ResidentBatches(path, batch_size, device, Stream(indices=idx))
     usual = usual_loader_for(path, idx, batch_size, device, workers)
     cases = [
         ("ffcv", "FFCV Loader alone (uint8 batches on the device)", lambda: _drain(ffcv)),

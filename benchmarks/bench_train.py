@@ -12,7 +12,7 @@ from benchmarks.common import measure, table
 from ffcv_resnet.training import recipe as R
 from ffcv_resnet.training import loop as T
 from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
-from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches
+from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches, Stream
 from ffcv_resnet.model import resnet18
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (FLOP/s), by device-name fragment.
@@ -120,10 +120,11 @@ def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: in
         ("torchvision DataLoader + engine", engine, lambda: UsualBatches(usual, device),
          lambda x: x.contiguous(memory_format=torch.channels_last), Unnormalised),
         ("FFCV + GPU augmentation + engine", engine,
-         lambda: FfcvBatches(path, batch_size, device, indices=idx, workers=workers), augment,
+         lambda: FfcvBatches(path, batch_size, device,
+                             Stream(order="random", indices=idx, workers=workers)), augment,
          None),
         ("GPU-resident + GPU augmentation + engine", engine,
-         lambda: ResidentBatches(path, batch_size, device, indices=idx), augment, None),
+         lambda: ResidentBatches(path, batch_size, device, Stream(indices=idx)), augment, None),
     ]
     records = []
     for name, cfg, make_batches, prepare, wrap in paths:

@@ -82,11 +82,21 @@ def probe(device: torch.device, batch_size: int) -> Device:
                   batch_size)
 
 
-def estimate(suite: str, d: Device, s: dict, modes: list[str], startup_compile: str = "on",
-             package: bool = True, gpus: int = 1) -> float:
+@dataclass(frozen=True)
+class Asked:
+    """What a run of the benchmarks asks besides the sizes: the step ablation's compile modes,
+    whether the start-up suite compiles, whether the grad-cam package's rows run, the GPUs."""
+    modes: tuple[str, ...] = ("default",)
+    startup_compile: str = "on"
+    package: bool = True
+    gpus: int = 1
+
+
+def estimate(suite: str, d: Device, s: dict, asked: Asked = Asked()) -> float:
     """Seconds `suite` (one of benchmarks.SUITES) should take with the sizes `s` (run_all's
-    `sizes`), the compile modes of the step ablation and whether the grad-cam package's rows
-    run."""
+    `sizes`) and what the run asks."""
+    modes, startup_compile, package, gpus = (asked.modes, asked.startup_compile, asked.package,
+                                             asked.gpus)
     passes, b = 1 + s["repeats"], d.batch_size
     compile_cold = COMPILE[d.kind]
     if suite == "prepare":  # two conversions of 60,000 images, six whole-process reruns

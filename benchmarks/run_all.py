@@ -18,7 +18,7 @@ from benchmarks import (SUITES, bench_gradcam, bench_loader, bench_scaling,  # n
                         bench_train)
 from benchmarks.common import RESULTS, ROOT, table, write_records  # noqa: E402
 from benchmarks.bench_gradcam import package_missing  # noqa: E402
-from benchmarks.estimates import estimate, probe  # noqa: E402
+from benchmarks.estimates import Asked, estimate, probe  # noqa: E402
 from ffcv_resnet.config import option, parse, require_range  # noqa: E402
 from ffcv_resnet.data.betons import beton_path, verified  # noqa: E402
 from ffcv_resnet.data.options import BenchData  # noqa: E402
@@ -196,7 +196,7 @@ def main() -> None:
     package = package_missing() is None
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     for suite in chosen:
-        est = estimate(suite, d, s, modes, b.startup_compile, package, gpus)
+        est = estimate(suite, d, s, Asked(tuple(modes), b.startup_compile, package, gpus))
         left = b.budget_seconds - (time.perf_counter() - start)
         if b.budget_seconds and est > left:
             print(f"[{suite}] skipped: needs ~{est:.0f} s, {max(left, 0):.0f} s of the "

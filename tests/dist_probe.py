@@ -72,9 +72,9 @@ def observed_batches(*args, **kwargs):
     return Observed(_batches(*args, **kwargs))
 
 
-def observed_fit(step, *args, **kwargs):
-    out = _fit(step, *args, **kwargs)
-    model = getattr(step.model, "module", step.model)  # inside DDP
+def observed_fit(loop, *args, **kwargs):
+    out = _fit(loop, *args, **kwargs)
+    model = getattr(loop.step.model, "module", loop.step.model)  # inside DDP
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, OUT / f"rank{RANK}.pt")
     return out
 

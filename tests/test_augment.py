@@ -145,10 +145,10 @@ def test_alternating_flips_alternate_per_image_through_either_loader(kind, sourc
                                                                      tmp_path):
     from ffcv_resnet.data.betons import beton_path
     from ffcv_resnet.data.convert import prepare
-    from ffcv_resnet.data.loaders import train_batches
+    from ffcv_resnet.data.loaders import Stream, train_batches
     prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
     batches = train_batches(kind, beton_path(tmp_path / "d", "train"), 5, torch.device("cpu"),
-                            seed=1)
+                            Stream(order="random", seed=1))
     aug = BatchAugment(ALTERNATE, "cpu", images=30, flip_seed=0)
     where = {bytes(img): i for i, img in enumerate(tiny["train"].images)}
     flips: dict[int, list[bool]] = {}

@@ -17,7 +17,7 @@ from conftest import ROOT, dumps, tar_folder, write_batches, write_image_folder
 from ffcv_resnet.data.betons import beton_path, check_beton
 from ffcv_resnet.data.convert import prepare
 from ffcv_resnet.errors import DataError
-from ffcv_resnet.data.loaders import ResidentBatches, FfcvBatches, load_all
+from ffcv_resnet.data.loaders import ResidentBatches, FfcvBatches, Stream, load_all
 from ffcv_resnet.data.sources import detect
 
 CPU = torch.device("cpu")
@@ -93,7 +93,7 @@ def test_ffcv_training_batches_shuffle_reproducibly_and_drop_last(sources, tiny,
     index = {bytes(img): i for i, img in enumerate(tiny["train"].images)}  # image -> its place
 
     def epoch_order(seed):
-        batches = FfcvBatches(path, 8, CPU, order="random", seed=seed)
+        batches = FfcvBatches(path, 8, CPU, Stream(order="random", seed=seed))
         assert len(batches) == 30 // 8
         out = [(x.shape, [index[bytes(img.permute(1, 2, 0).contiguous().numpy())] for img in x],
                 i.tolist()) for x, _, i in batches]
@@ -139,7 +139,7 @@ def test_ffcv_imports_without_distutils():
 
 def test_resident_batches_cover_distinct_images_each_epoch(sources, tiny, tmp_path):
     prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
-    batches = ResidentBatches(beton_path(tmp_path / "d", "train"), 8, CPU, seed=1)
+    batches = ResidentBatches(beton_path(tmp_path / "d", "train"), 8, CPU, Stream(seed=1))
     seen = []
     for x, y, i in batches:
         assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
@@ -289,13 +289,14 @@ def test_batches_name_each_image_by_its_beton_index_in_subsets_and_shards(kind, 
     seen = []
     for rank in (0, 1):
         if kind == "ffcv":  # FFCV shards inside a process group only: stand in with its sampler
-            batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU, seed=3,
-                                  indices=subset)
+            batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU,
+                                  Stream(order="random", seed=3, indices=subset))
             if rank:
                 continue
         else:
-            batches = train_batches(kind, beton_path(tmp_path / "d", "train"), 4, CPU, seed=3,
-                                    indices=subset, shard=Shard(rank, 2))
+            batches = train_batches(kind, beton_path(tmp_path / "d", "train"), 4, CPU,
+                                    Stream(order="random", seed=3, indices=subset,
+                                           shard=Shard(rank, 2)))
         for x, y, i in batches:
             pixels = x.permute(0, 2, 3, 1).numpy()
             np.testing.assert_array_equal(pixels, tiny["train"].images[i.numpy()])
@@ -307,7 +308,7 @@ def test_batches_name_each_image_by_its_beton_index_in_subsets_and_shards(kind, 
 def test_an_ffcv_pass_left_early_stops_its_thread_and_keeps_the_thread_count(sources, tmp_path):
     import threading
     prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
-    batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU, workers=1)
+    batches = FfcvBatches(beton_path(tmp_path / "d", "train"), 4, CPU, Stream(workers=1))
     before, threads = set(threading.enumerate()), torch.get_num_threads()
     torch.set_num_threads(2)
     try:

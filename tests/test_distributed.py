@@ -26,7 +26,7 @@ from ffcv_resnet.training.distributed import World
 from ffcv_resnet.training.engine import augment_seed, check_data
 from ffcv_resnet.errors import DataError, UserError
 from ffcv_resnet.finished.evaluate import find_errors, metrics, predict
-from ffcv_resnet.data.loaders import ResidentBatches, Shard, ffcv_loader, load_all
+from ffcv_resnet.data.loaders import ResidentBatches, Shard, Stream, ffcv_loader, load_all
 from ffcv_resnet.training.runner import parse_config
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -258,16 +258,16 @@ def test_global_batch_and_shards_are_checked_before_any_work(learnable_data):
     assert check_data(quasi, World())["counts"]["train"] == 160  # one process: fine
     with pytest.raises(DataError, match="quasi_random does not work with several processes"):
         ffcv_loader(beton_path(learnable_data, "train"), 16, torch.device("cpu"),
-                    order="quasi_random", distributed=True)
+                    Stream(order="quasi_random", shard=Shard(0, 2)))
     assert augment_seed(7, 0) == 7 and len({augment_seed(7, r) for r in range(8)}) == 8
 
 
 def test_resident_shards_are_disjoint_and_cover_the_split(learnable_data):
     path = beton_path(learnable_data, "train")
-    shards = [ResidentBatches(path, 8, torch.device("cpu"), seed=3, shard=Shard(r, 3))
+    shards = [ResidentBatches(path, 8, torch.device("cpu"), Stream(seed=3, shard=Shard(r, 3)))
               for r in range(3)]
     assert [len(s) for s in shards] == [6, 6, 6]  # 160 // 3 = 53 each, 6 batches of 8
-    seen = [np.concatenate([image_hashes(x) for x, _ in s]) for s in shards]
+    seen = [np.concatenate([image_hashes(b.images) for b in s]) for s in shards]
     assert len(set().union(*map(set, seen))) == sum(map(len, seen)) == 3 * 48
 
 

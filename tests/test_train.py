@@ -367,7 +367,7 @@ def test_the_training_step_makes_no_host_sync(monkeypatch):
     from syncs import counting_syncs
     from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
     from ffcv_resnet.data.loaders import Batch
-    from ffcv_resnet.training.loop import train_one_epoch
+    from ffcv_resnet.training.loop import Epochs, train_one_epoch
     cfg = TrainConfig(batch_size=8, epochs=2, precision="fp32", compile="off", ema="lookahead",
                       ema_every=1, bn_bias_lr_scale=4.0)
     cpu = torch.device("cpu")
@@ -381,7 +381,7 @@ def test_the_training_step_makes_no_host_sync(monkeypatch):
         step = make_step(model, model, cfg, cpu, steps_per_epoch=5)
         augment = BatchAugment(AugmentConfig(flip="alternate", cutout=8), cpu, images=40)
         with counting_syncs(monkeypatch) as seen:
-            train_one_epoch(step, batches, augment, cpu, epoch=1)
+            train_one_epoch(Epochs(step, batches, augment, None, cpu), epoch=1)
         return seen
     one, five = syncs(data[:1]), syncs(data)
     assert five == one, f"per-step syncs: {five - one}"

@@ -10,6 +10,7 @@ and per-image records key on).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Protocol, Sequence
 
@@ -48,6 +49,18 @@ class Shard(NamedTuple):
     size: int = 1
 
 
+@dataclass(frozen=True)
+class Stream:
+    """How a split is read: its order, the seed of that order, FFCV's page cache, a subset of
+    its indices, FFCV's threads (0: every core) and this process's shard."""
+    order: str = "sequential"
+    seed: int = 0
+    os_cache: bool = True
+    indices: Sequence[int] | None = None
+    workers: int = 0
+    shard: Shard = Shard()
+
+
 class Batches(Protocol):
     """What the trainer iterates: one pass per epoch, `len()` batches."""
 
@@ -60,18 +73,17 @@ class Batches(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str = "sequential",
-                seed: int = 0, os_cache: bool = True, drop_last: bool = False,
-                indices: Sequence[int] | None = None, workers: int = 0,
-                distributed: bool = False) -> Loader:
+def ffcv_loader(path: Path, batch_size: int, device: torch.device, stream: Stream = Stream(),
+                drop_last: bool = False) -> Loader:
     """An FFCV Loader over a checked beton, yielding uint8 NCHW channels_last batches on `device`
-    (`distributed`: this process's shard, as torch's DistributedSampler, in the process group)."""
+    (a shard of several: this process's, as torch's DistributedSampler, in the process group)."""
     n = verified(path)  # header, count and SHA-256 against the metadata beside it
+    indices, distributed = stream.indices, stream.shard.size > 1
     if indices is not None:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 1 or len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
             raise DataError(f"{path}: indices must be a non-empty list within 0..{n - 1}")
-    check_order(order, 2 if distributed else 1)
+    check_order(stream.order, 2 if distributed else 1)
     device = torch.device(device)  # ToDevice wants a torch.device, not a string
     # Blocking copies to the device. FFCV 1.0.2 (loader/epoch_iterator.py) decodes batch k into
     # host slot k % (batches_ahead + 2) and copies it on that slot's stream; the CUDA event it
@@ -88,9 +100,11 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, *, order: str
                   ToTorchImage(channels_last=True)],
         "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=False)],
     }
-    loader = Loader(str(path), batch_size=batch_size, num_workers=workers or os.cpu_count() or 1,
-                    order=ORDERS[order], os_cache=os_cache, drop_last=drop_last, seed=seed,
-                    indices=indices, pipelines=pipelines, distributed=distributed)
+    loader = Loader(str(path), batch_size=batch_size,
+                    num_workers=stream.workers or os.cpu_count() or 1,
+                    order=ORDERS[stream.order], os_cache=stream.os_cache, drop_last=drop_last,
+                    seed=stream.seed, indices=indices, pipelines=pipelines,
+                    distributed=distributed)
     torch.set_num_threads(_THREADS)
     return loader
 
@@ -127,12 +141,9 @@ class FfcvBatches:
     process shuffles with the same seed and takes every size-th index from its rank on (the
     order is padded with repeats to a multiple of the process count)."""
 
-    def __init__(self, path: Path, batch_size: int, device: torch.device, order: str = "random",
-                 seed: int = 0, os_cache: bool = True, indices: Sequence[int] | None = None,
-                 workers: int = 0, shard: Shard = Shard()):
-        self.loader = ffcv_loader(path, batch_size, device, order=order, seed=seed,
-                                  os_cache=os_cache, drop_last=True, indices=indices,
-                                  workers=workers, distributed=shard.size > 1)
+    def __init__(self, path: Path, batch_size: int, device: torch.device,
+                 stream: Stream = Stream(order="random")):
+        self.loader = ffcv_loader(path, batch_size, device, stream, drop_last=True)
         self.device = torch.device(device)
 
     def __len__(self) -> int:
@@ -165,7 +176,7 @@ class FfcvBatches:
 def load_all(path: Path, device: torch.device, indices: Sequence[int] | None = None,
              batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image of a beton (or `indices` of it), in order, as one (N, 3, 32, 32) batch."""
-    loader = ffcv_loader(path, batch_size, device, order="sequential", indices=indices)
+    loader = ffcv_loader(path, batch_size, device, Stream(indices=indices))
     images, labels = [], []
     for x, y in epoch_of(loader):
         images.append(x.clone())  # the ring buffer is overwritten by the next batch
@@ -194,8 +205,10 @@ class ResidentBatches:
     size-th image of it from its rank on: disjoint shards, every image at most once an epoch
     (the permutation's last len % size images sit the epoch out)."""
 
-    def __init__(self, path: Path, batch_size: int, device: torch.device, seed: int = 0,
-                 indices: Sequence[int] | None = None, shard: Shard = Shard()):
+    def __init__(self, path: Path, batch_size: int, device: torch.device,
+                 stream: Stream = Stream()):
+        """`stream`: its seed, subset and shard (the order is always a fresh permutation)."""
+        indices, seed, shard = stream.indices, stream.seed, stream.shard
         images, self.labels = load_all(path, device, indices)
         self.images = images.permute(0, 2, 3, 1).contiguous()  # (N, 32, 32, 3): rows index cheaply
         # beton index of each held image (the subset's, or 0..N-1)
@@ -233,15 +246,12 @@ def subset_indices(n: int, k: int, seed: int = 0) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 
-def train_batches(kind: str, path: Path, batch_size: int, device: torch.device, *,
-                  order: str = "random", seed: int = 0, os_cache: bool = True,
-                  indices: Sequence[int] | None = None, workers: int = 0,
-                  shard: Shard = Shard()) -> Batches:
+def train_batches(kind: str, path: Path, batch_size: int, device: torch.device,
+                  stream: Stream = Stream(order="random")) -> Batches:
     """The training data path chosen by name: 'ffcv' (streamed) or 'resident' (device memory);
     `batch_size` is per process."""
     if kind == "ffcv":
-        return FfcvBatches(path, batch_size, device, order, seed, os_cache, indices, workers,
-                           shard)
+        return FfcvBatches(path, batch_size, device, stream)
     if kind == "resident":
-        return ResidentBatches(path, batch_size, device, seed, indices, shard)
+        return ResidentBatches(path, batch_size, device, stream)
     raise DataError(f"unknown loader '{kind}' (choose ffcv or resident)")

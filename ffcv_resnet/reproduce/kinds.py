@@ -13,7 +13,6 @@ import torch
 
 from ..compare.compare import compare_folders
 from ..data.betons import beton_path
-from ..device import PROJECT_ROOT
 from ..errors import UserError, say
 from ..records import Errors, Metrics, read_json
 from ..run_folder import ERRORS, EXPLAIN_JSON, METRICS
@@ -106,8 +105,7 @@ def train(r: Reproduction, stage: P.Stage) -> None:
     m = Metrics.from_dict(read_json(run_dir / METRICS, "metrics"), str(run_dir / METRICS))
     errors = Errors.from_dict(read_json(run_dir / ERRORS, "errors file"),
                               str(run_dir / ERRORS))
-    result = TrainResult.from_run(stage.name, run_dir, log, _shown(stage.recipe), m,
-                                  [e.index for e in errors.errors], cache_state(r, stage, m))
+    result = TrainResult.from_run(stage, run_dir, log, m, errors, cache_state(r, stage, m))
     result.retried = retried
     say(f"[{stage.name}] test accuracy {m.test_accuracy:.2%}, training "
         f"{m.train_seconds:.1f} s, warm-up {m.compile_seconds:.1f} s"
@@ -189,14 +187,6 @@ def bench(r: Reproduction, stage: P.Stage) -> None:
 
 
 RUNNERS = {"preflight": preflight, "train": train, "explain": explain, "bench": bench}
-
-
-def _shown(recipe: str) -> str:
-    """A recipe's path as the record shows it: relative to the project where it lies in it."""
-    if not recipe:
-        return ""
-    p = Path(recipe)
-    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else recipe
 
 
 def _compared(a: list[Path], b: list[Path]) -> dict:

@@ -9,9 +9,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..device import slug
+from ..device import PROJECT_ROOT, slug
 from ..io import atomic_write_bytes
-from ..records import Metrics, write_json
+from ..records import Errors, Metrics, write_json
+from .plan import Stage
 
 # on one H100: 20 epochs of training; every CAM method and faithfulness score of every error
 GOALS = {"train_seconds": 12.0, "explain_seconds": 2.0}
@@ -45,14 +46,17 @@ class TrainResult:
     vs_seed_0: dict | None = None  # ablations: compare.py's figures against seed 0
 
     @classmethod
-    def from_run(cls, stage: str, run_dir: Path, log: Path, recipe: str, m: Metrics,
-                 error_indices: list[int], cache: str) -> "TrainResult":
-        return cls(stage=stage, run_dir=str(run_dir), log=str(log), recipe=recipe,
+    def from_run(cls, stage: Stage, run_dir: Path, log: Path, m: Metrics, errors: Errors,
+                 cache: str) -> "TrainResult":
+        """A training stage's run as its metrics.json and errors.json give it."""
+        return cls(stage=stage.name, run_dir=str(run_dir), log=str(log),
+                   recipe=shown(stage.recipe),
                    seed=m.seed, test_accuracy=m.test_accuracy, errors=m.errors,
                    epochs=m.epochs, train_seconds=m.train_seconds,
                    compile_seconds=m.compile_seconds, compile=m.compile, compile_cache=cache,
                    startup_seconds=m.startup_seconds, images_per_second=m.images_per_second,
-                   total_seconds=m.total_seconds, error_indices=sorted(error_indices))
+                   total_seconds=m.total_seconds,
+                   error_indices=sorted(e.index for e in errors.errors))
 
 
 @dataclass
@@ -126,6 +130,14 @@ class Record:
             r, stages=[from_fields(StageState, x, where) for x in r.stages],
             seeds=[run(x) for x in r.seeds], calibration=run(r.calibration),
             ablations=[run(x) for x in r.ablations])
+
+
+def shown(recipe: str) -> str:
+    """A recipe's path as the record shows it: relative to the project where it lies in it."""
+    if not recipe:
+        return ""
+    p = Path(recipe)
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else recipe
 
 
 def stats(values: list[float]) -> dict:

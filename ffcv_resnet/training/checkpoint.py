@@ -3,6 +3,7 @@ augmentation and data-order states, history, time spent, recipe). model.pt, the 
 weights, is the finished floor's (finished/checkpoint.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,27 @@ from ..finished.checkpoint import cpu_state, load_blob, save_blob
 from ..model import ARCH
 
 
-def save_state(path: Path, *, run_id: str, epoch: int, model: nn.Module, step,
-               augment: list[dict], batches, history: list[dict], progress: dict[str, Any],
-               config: dict) -> None:
-    """last.pt: weights, optimiser, schedule, scaler, augmentation (each process's, in rank
-    order) and data-order RNG state, the history so far, the time spent and the recipe, after
-    `epoch` complete epochs. Under torchrun the weights, optimiser and data order are the same
-    in every process, so rank 0's stand for all."""
-    save_blob({"arch": ARCH, "run_id": run_id, "epoch": epoch,
-               "num_classes": model.fc.out_features, "config": config,
+@dataclass
+class ResumePoint:
+    """Where a run stands after `epoch` complete epochs, besides its live states."""
+    run_id: str
+    epoch: int
+    history: list[dict]
+    progress: dict[str, Any]  # the time spent (sessions), the data's fingerprint, processes
+    config: dict  # the run's settings, as config.yaml holds them
+
+
+def save_state(path: Path, point: ResumePoint, model: nn.Module, step, batches,
+               augment: list[dict]) -> None:
+    """last.pt: `point`, the weights, optimiser, schedule, scaler (and weight average), the
+    data order's state and each process's augmentation generator (in rank order). Under
+    torchrun the weights, optimiser and data order are the same in every process, so rank 0's
+    stand for all."""
+    save_blob({"arch": ARCH, "run_id": point.run_id, "epoch": point.epoch,
+               "num_classes": model.fc.out_features, "config": point.config,
                "state_dict": cpu_state(model), "step": step.state_dict(),
                "augment": augment, "batches": batches.state_dict(),
-               "history": history, "progress": progress}, path)
+               "history": point.history, "progress": point.progress}, path)
 
 
 def load_state(path: Path) -> dict:

@@ -20,8 +20,8 @@ from ..data.augment import BatchAugment
 from ..data.betons import beton_path, checked_metadata
 from ..errors import UserError, say
 from ..finished.evaluate import metrics, predict
-from ..data.loaders import (Batches, Shard, check_order, check_subset, content_of, load_all,
-                            subset_indices, train_batches)
+from ..data.loaders import (Batches, Shard, Stream, check_order, check_subset, content_of,
+                            load_all, subset_indices, train_batches)
 from ..model import resnet18, summary
 from ..records import TestSet
 
@@ -77,10 +77,10 @@ def load_data(cfg, meta: dict, device: torch.device, w: D.World = D.World()) -> 
     counts = meta["counts"]
     train_idx = subset_indices(counts["train"], data.train_subset, tc.seed)
     test_idx = subset_indices(counts["test"], data.test_subset, 0)
+    stream = Stream(order=data.order, seed=tc.seed, os_cache=data.os_cache, indices=train_idx,
+                    workers=loader_threads(data.workers, w), shard=Shard(w.rank, w.size))
     batches = train_batches(data.loader, beton_path(data_dir, "train"), tc.batch_size // w.size,
-                            device, order=data.order, seed=tc.seed, os_cache=data.os_cache,
-                            indices=train_idx, workers=loader_threads(data.workers, w),
-                            shard=Shard(w.rank, w.size))
+                            device, stream)
     images, labels = load_all(beton_path(data_dir, "test"), device, test_idx)
     index = torch.as_tensor(test_idx if test_idx is not None else range(counts["test"]),
                             device=device)

@@ -153,27 +153,40 @@ def all_finite(tensors) -> torch.Tensor:
     return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool)
 
 
-def train_one_epoch(step: Step, batches, augment, device: torch.device,
-                    progress: bool = False, reduce=None, epoch: int = 0) -> dict:
-    """One pass over `batches` (epoch `epoch`, from 0); loss and accuracy accumulate on the
+@dataclass
+class Epochs:
+    """What the epoch loop runs: the step, the batches it takes, their augmentation, the
+    evaluation (() -> (logits, metrics)), and, under torchrun, how the processes' epoch totals
+    are summed (`reduce`), so that all see the same figures and agree on stopping."""
+    step: Step
+    batches: object  # data.loaders.Batches: one pass per epoch
+    augment: Callable  # (uint8 images, beton indices, epoch from 0) -> float batch
+    evaluate: Callable[[], tuple]
+    device: torch.device
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    progress: bool = False  # a bar within each epoch
+
+
+def train_one_epoch(loop: Epochs, epoch: int = 0) -> dict:
+    """One pass over the batches (epoch `epoch`, from 0); loss and accuracy accumulate on the
     device, one sync at the end.
 
     `finite` says whether the loss and every weight and buffer stayed finite: NaN propagates
-    into the summed loss, so checking once per epoch costs no host sync per step. `reduce`
-    sums the epoch's figures over the processes of a torchrun run, so all see the same totals
-    and agree on `finite`.
+    into the summed loss, so checking once per epoch costs no host sync per step.
     """
+    step, device = loop.step, loop.device
     step.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    iterator = batches
-    if progress:
+    iterator = loop.batches
+    if loop.progress:
         from tqdm import tqdm
-        iterator = tqdm(batches, total=len(batches), leave=False, desc="train", unit="batch")
+        iterator = tqdm(loop.batches, total=len(loop.batches), leave=False, desc="train",
+                        unit="batch")
     with Stopwatch(device) as t:
         for images, labels, index in iterator:
-            loss, right = step(augment(images, index, epoch), labels)
+            loss, right = step(loop.augment(images, index, epoch), labels)
             loss_sum += loss
             correct += right
             seen += len(labels)
@@ -181,28 +194,26 @@ def train_one_epoch(step: Step, batches, augment, device: torch.device,
     finite = all_finite([loss_sum, *weights, *step.model.buffers()])
     totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, device=device,
                           dtype=torch.float64), (~finite).double()])
-    if reduce is not None:
-        totals = reduce(totals)
+    if loop.reduce is not None:
+        totals = loop.reduce(totals)
     loss_sum, correct, seen, broken = totals.tolist()  # the epoch's one sync
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "train_seconds": t.seconds, "train_images": int(seen), "finite": broken == 0}
 
 
-def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: bool = False,
-        on_epoch=None, history: list[dict] | None = None,
-        reduce=None) -> tuple[list[dict], torch.Tensor | None, dict]:
+def fit(loop: Epochs, on_epoch=None,
+        history: list[dict] | None = None) -> tuple[list[dict], torch.Tensor | None, dict]:
     """The epoch loop from the epoch after `history`: train, evaluate when due (always after the
     last epoch), report each epoch through `on_epoch(history)`.
 
-    `evaluate()` returns (logits, metrics); returns (history, last logits, last metrics).
-    A NaN or inf loss, weight or test loss raises TrainingFailed naming the epoch. `reduce`:
-    see `train_one_epoch`.
+    `loop.evaluate()` returns (logits, metrics); returns (history, last logits, last metrics).
+    A NaN or inf loss, weight or test loss raises TrainingFailed naming the epoch.
     """
+    step, device = loop.step, loop.device
     cfg, history = step.cfg, list(history or [])
     logits = m = None
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        h = {"epoch": epoch, **train_one_epoch(step, batches, augment, device, progress, reduce,
-                                               epoch - 1)}
+        h = {"epoch": epoch, **train_one_epoch(loop, epoch - 1)}
         if not h.pop("finite"):
             raise TrainingFailed(f"training diverged in epoch {epoch}: the loss or the weights "
                                  f"became NaN or inf (peak LR {peak_lr(cfg):.4g})")
@@ -211,7 +222,7 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
         logits = m = None
         if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
             with Stopwatch(device) as t, step.evaluated():
-                logits, m = evaluate()
+                logits, m = loop.evaluate()
             if not math.isfinite(m["loss"]):
                 raise TrainingFailed(f"training diverged in epoch {epoch}: the test loss is "
                                      f"{m['loss']} (peak LR {peak_lr(cfg):.4g})")
@@ -221,5 +232,5 @@ def fit(step: Step, batches, augment, evaluate, device: torch.device, progress: 
             on_epoch(history)
     if m is None:  # resumed after the last epoch was trained: evaluate it now
         with step.evaluated():
-            logits, m = evaluate()
+            logits, m = loop.evaluate()
     return history, logits, m

@@ -27,7 +27,7 @@ from ..records import Errors, Metrics, Session, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
                           RunFolder, new_run_id, read_config, write_history)
 from ..timing import Stopwatch
-from .checkpoint import load_state, restore, save_state
+from .checkpoint import ResumePoint, load_state, restore, save_state
 from .curves import plot_curves
 from .engine import Engine, build_engine, check_data
 
@@ -78,7 +78,7 @@ def train_run(cfg: TrainSettings, started: float | None = None, log=say) -> Metr
         if cfg.run.resume and w.active:  # the others get rank 0's last.pt (no shared disk needed)
             state = D.from_main(lambda: state, w)
         e = D.agreed(lambda: build_engine(cfg, meta, device, log, w), w)
-        run = RunProgress(cfg, folder, e, state, meta["source"]["fingerprint"], started, log)
+        run = RunProgress(cfg, folder, e, state, started, log)
         where = f"{w.size} processes of {device.type}" if w.active else f"device {device}"
         log(f"run {run.run_id}: {where}, precision {tc.precision}, compile {tc.compile}, "
             f"loader {cfg.data.loader}, {len(e.data.batches)} batches/epoch, peak LR "
@@ -87,8 +87,9 @@ def train_run(cfg: TrainSettings, started: float | None = None, log=say) -> Metr
                           (cfg.run.progress == "auto" and device.type == "cpu"))
         run.startup = time.perf_counter() - started
         try:
-            history, logits, m = T.fit(e.step, e.data.batches, e.augment, e.evaluate, device,
-                                       bar, run.on_epoch, run.history, lambda t: D.sum_over(t, w))
+            loop = T.Epochs(e.step, e.data.batches, e.augment, e.evaluate, device,
+                            lambda t: D.sum_over(t, w), bar)
+            history, logits, m = T.fit(loop, run.on_epoch, run.history)
             D.check_same_weights(e.model, w)
             return D.agreed(lambda: run.finish(history, logits, m), w)
         except TrainingFailed as err:
@@ -152,12 +153,13 @@ class RunProgress:
     Under torchrun only rank 0 has a folder and writes; every process restores the state."""
 
     def __init__(self, cfg: TrainSettings, folder: RunFolder | None, e: Engine, state: dict | None,
-                 fingerprint: str, started: float, log=say):
+                 started: float, log=say):
         self.cfg, self.folder, self.e, self.started, self.log = cfg, folder, e, started, log
         if state is None:
             self.run_id, self.history = D.from_main(new_run_id, e.world), []
             self.progress = {"sessions": [], "checkpoint_seconds": 0.0,
-                             "fingerprint": fingerprint, "processes": e.world.size}
+                             "fingerprint": e.data.meta["source"]["fingerprint"],
+                             "processes": e.world.size}
             if folder is not None:
                 folder.start(self.run_id, as_dict(cfg))
         else:
@@ -186,11 +188,11 @@ class RunProgress:
             with Stopwatch(e.data.images.device) as t:
                 draws = D.gather(e.augment.state_dict(), e.world)  # each process's generator
                 if self.folder is not None:
-                    save_state(self.folder.path / STATE, run_id=self.run_id, epoch=epoch,
-                               model=e.model, step=e.step, augment=draws,
-                               batches=e.data.batches, history=rows, config=as_dict(self.cfg),
-                               progress={**self.progress, "sessions": self.progress["sessions"]
-                                         + [self.session(epoch)]})
+                    point = ResumePoint(self.run_id, epoch, rows, {
+                        **self.progress, "sessions": self.progress["sessions"]
+                        + [self.session(epoch)]}, as_dict(self.cfg))
+                    save_state(self.folder.path / STATE, point, e.model, e.step,
+                               e.data.batches, draws)
             self.progress["checkpoint_seconds"] += t.seconds
             self.saved = epoch
 
