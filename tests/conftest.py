@@ -1,20 +1,32 @@
-"""Tiny CIFAR-10-shaped sources built by the tests themselves, in every form the project reads."""
+"""What the tests share: tiny CIFAR-10-shaped sources built by the tests themselves, in every
+form the project reads; the learnable betons and one trained run (and a second, explained pair)
+on them; a model and batch for the maps; and the helpers several test files use (running a
+script, waiting on a process, strict JSON, a fake run folder, a page in Chromium)."""
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import shutil
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import py2pickle  # noqa: E402
+from ffcv_resnet.data.betons import beton_path  # noqa: E402
+from ffcv_resnet.data.loaders import load_all  # noqa: E402
+from ffcv_resnet.explain.browser import browser_missing  # noqa: E402
+from ffcv_resnet.model import resnet18  # noqa: E402
 from ffcv_resnet.data.cifar import BATCHES, CLASSES, Split  # noqa: E402
 
 
@@ -150,3 +162,216 @@ def trained_run(learnable_data, tmp_path_factory) -> Path:
                    *TRAIN_ARGS, "--run.keep_last", "true")
     assert r.returncode == 0, r.stderr[-3000:]
     return run_dir
+
+
+CPU = torch.device("cpu")
+
+
+QUIET = {"log": lambda *_: None}
+
+
+def strict_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def wait_for(path, proc, timeout=300):
+    wait_until(path.exists, proc, timeout)
+
+
+def wait_until(ready, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def minmax(a: np.ndarray) -> np.ndarray:
+    a = a - a.min(axis=(-2, -1), keepdims=True)
+    top = a.max(axis=(-2, -1), keepdims=True)
+    return np.where(top > 0, a / np.where(top > 0, top, 1), 0)
+
+
+def tar_members(tiny, root):
+    from ffcv_resnet.data.cifar import CLASSES
+    return [(f"{root}/{s}/{CLASSES[label]}/{i}.png", png_bytes(img)) for s in ("train", "test")
+            for i, (img, label) in enumerate(zip(tiny[s].images, tiny[s].labels))]
+
+
+TWO_CLASSES = ["c0", "c1"]
+
+
+TWO_CLASS_LABELS = [0] * 50 + [1] * 50  # 100 test images, two classes
+
+
+def fake_run(root: Path, name: str, wrong: dict[int, int], labels: list[int], run_id: str,
+             accuracy_only: float | None = None, config: dict | None = None,
+             test: dict | None = None) -> Path:
+    """A complete run folder as training writes it, with errors at `wrong` ({index: guess})
+    over test images of `labels` (2 classes)."""
+    path = root / name
+    path.mkdir(parents=True)
+    n = len(labels)
+    counts = [labels.count(0), labels.count(1)]
+    test = test or {"count": n, "fingerprint": "f" * 16, "subset": None, "tta": "flip",
+                    "class_counts": counts}
+    errors = [{"index": i, "true": labels[i], "predicted": p, "confidence": 0.7}
+              for i, p in sorted(wrong.items())]
+    acc = 1 - len(wrong) / n
+    per_class = {c: 1 - sum(1 for i in wrong if labels[i] == k) / counts[k]
+                 for k, c in enumerate(TWO_CLASSES)}
+    cfg = {"run_id": run_id, "training": {"seed": 0, "lr": 0.4}, "run": {"dir": str(path)}}
+    for k, v in (config or {}).items():
+        sec, opt = k.split(".")
+        cfg.setdefault(sec, {})[opt] = v
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (path / "errors.json").write_text(json.dumps({"run_id": run_id, "classes": TWO_CLASSES,
+                                                  "test": test, "errors": errors}))
+    metrics = {"run_id": run_id, "test_accuracy": accuracy_only if accuracy_only else acc,
+               "test_loss": 1.0, "per_class_accuracy": per_class, "errors": len(wrong),
+               "epochs": 1, "train_seconds": 10.0, "eval_seconds": 1.0, "compile_seconds": 2.0,
+               "startup_seconds": 3.0, "checkpoint_seconds": 0.1, "total_seconds": 15.0,
+               "images_per_second": 100.0, "train_images": 1000, "test_images": n,
+               "peak_lr": 0.4, "device": "cpu", "torch": "2", "seed": 0, "precision": "fp32",
+               "compile": "off", "compile_mode": "default", "loader": "ffcv",
+               "data_source": "x"}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+BROWSER_MISSING = browser_missing()
+
+
+needs_browser = pytest.mark.skipif(BROWSER_MISSING is not None,
+                                   reason=f"no headless browser: {BROWSER_MISSING}")
+
+
+class Page:
+    """A report opened in Chromium, with every console error, page error and failed request."""
+
+    def __init__(self, page, path):
+        self.page, self.problems = page, []
+        page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        page.goto(path.resolve().as_uri(), wait_until="load")
+
+    def visible_rows(self) -> list[dict]:
+        return self.page.evaluate("""() => [...document.querySelectorAll('#error-rows tr')]
+            .filter((tr) => !tr.hidden).map((tr) => ({index: +tr.dataset.index,
+              true: +tr.dataset.true, pred: +tr.dataset.pred,
+              p_pred: +tr.cells[4].textContent, p_true: +tr.cells[5].textContent}))""")
+
+    def text(self, selector: str) -> str:
+        return self.page.text_content(selector).strip()
+
+    def images_loaded(self) -> dict:
+        """Every <img> and every sprite sheet the tiles use, loaded: name -> (width, height)."""
+        return self.page.evaluate("""async () => {
+            const urls = new Set([...document.querySelectorAll('.tile')].map(
+                (t) => getComputedStyle(t).backgroundImage.slice(5, -2)));
+            const sizes = {};
+            for (const img of document.images)
+                sizes[img.src] = [img.naturalWidth, img.naturalHeight];
+            for (const url of urls) {
+                const img = new Image();
+                img.src = url;
+                try { await img.decode(); } catch (e) {}
+                sizes[url] = [img.naturalWidth, img.naturalHeight];
+            }
+            return sizes;
+        }""")
+
+
+@pytest.fixture(scope="module")
+def test_images(learnable_data, tmp_path_factory):
+    """The test split as PNG files named by index, with litter a folder collects."""
+    folder = tmp_path_factory.mktemp("images") / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".git").mkdir()
+    x, y = load_all(beton_path(learnable_data, "test"), torch.device("cpu"))
+    for i, im in enumerate(x.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(im).save(folder / ("sub" if i % 2 else ".") / f"{i:03d}.png")
+    (folder / "notes.txt").write_text("not an image")  # litter: skipped, not failed
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "._000.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    (folder / ".git" / "x.png").write_bytes(b"hidden folder")
+    return folder, y.numpy()
+
+
+def predict_script(run, out, *inputs, extra=()):
+    """scripts/predict.py on a run's model, into `out`."""
+    return run_script("scripts/predict.py", "--run.dir", run, "--predict.out", out, *extra,
+                      *inputs, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pair(trained_run, learnable_data, tmp_path_factory):
+    """Two real CPU mini-runs (seeds 0 and 1 of the toy recipe), both explained."""
+    root = tmp_path_factory.mktemp("pair")
+    a = root / "a"
+    shutil.copytree(trained_run, a, ignore=shutil.ignore_patterns(".lock"))
+    b = root / "b"
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", b,
+                   *TRAIN_ARGS, "--training.seed", "1", "--training.lr", "0.4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    for run in (a, b):
+        r = run_script("scripts/explain.py", "--run.dir", run, "--data.dir", learnable_data,
+                       "--explain.metrics", "", "--explain.methods", "gradcam",
+                       "--explain.screenshot", "off", "--explain.overview", "false")
+        assert r.returncode == 0, r.stderr[-2000:]
+    out = root / "cmp"
+    r = run_script("scripts/compare.py", "--compare.a", a, "--compare.b", b, "--compare.out",
+                   out, "--data.dir", learnable_data)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return a, b, out, r.stdout
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    images = torch.rand(12, 3, 32, 32)
+    classes = torch.randint(0, 10, (12,))
+    return model, images, classes
+
+
+def random_bn_model() -> torch.nn.Module:
+    """Random weights whose BatchNorm layers hold running statistics of real forwards (not the
+    initial 0 mean and unit variance), so that eval mode differs from train mode."""
+    torch.manual_seed(0)
+    model = resnet18()
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(32, 3, 32, 32) * 0.8 + 0.1)
+    bn = model.layer3[0].bn1
+    assert bn.running_mean.abs().max() > 0.01 and (bn.running_var - 1).abs().max() > 0.01
+    return model.eval()
+
+
+# --- the two tiers: `make test-fast` runs the tests not marked slow, `make test` runs all ---
+# slow: a test that starts a process (a script, torchrun), drives a browser, compares with a
+# reference package (grad-cam, torch.optim.swa_utils, cleanlab, aum), or takes a fixture that
+# does one of these; marked here from what the test does, so a new test cannot forget it
+SLOW_FIXTURES = {"trained_run", "pair", "explained", "ddp_runs", "big_source", "official",
+                 "test_images", "learnable_run_pair"}
+SLOW_CALLS = ("run_script(", "subprocess", "torchrun(", "Popen(", "predict_script(", "_package",
+              "pytorch_grad_cam", "AveragedModel(", "cleanlab", "AUMCalculator", "explain_run(",
+              "reproduce(", "needs_browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        try:
+            source = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            source = ""
+        browser = any("no headless browser" in str(m.kwargs.get("reason", ""))
+                      for m in item.iter_markers("skipif"))
+        if browser or SLOW_FIXTURES & set(item.fixturenames) or \
+                any(call in source for call in SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)

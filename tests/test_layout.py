@@ -13,7 +13,10 @@ import sys
 
 from conftest import ROOT
 
+
 PKG = ROOT / "ffcv_resnet"
+
+
 FLOORS = ["ground", "data", "model", "finished", "training", "explain", "compare", "predict",
           "reproduce"]
 
