@@ -17,7 +17,8 @@ import torch
 
 from benchmarks.common import measure, table
 from ffcv_resnet.data.augment import to_float
-from ffcv_resnet.explain.cams import DEFAULT_METHODS, METHODS, CamSettings, cams, grad_cam
+from ffcv_resnet.explain.cams import CamSettings, cams, grad_cam
+from ffcv_resnet.explain.options import DEFAULT_METHODS, METHODS
 from ffcv_resnet.explain.analysis import PassConfig, map_pass, score_pass
 from ffcv_resnet.explain.faithfulness import (PERCENTILES, ScoreSettings, faithfulness,
                                               linear_impute, relevance_ranks, road_known)
@@ -32,10 +33,19 @@ MAPS_TIMED = "maps of one target class per image, on the device, synchronised"
 
 
 def package_missing() -> str | None:
-    """Why the reference rows cannot run here, or None."""
+    """Why the reference rows cannot run here, or None: the package absent, or installed but
+    failing to import (mismatched wheels, say), is the same gap, named."""
     for name in ("pytorch_grad_cam", "ttach"):
         if importlib.util.find_spec(name) is None:
             return f"the grad-cam package is not installed here (no {name}): its rows are left out"
+    for name in ("pytorch_grad_cam", "pytorch_grad_cam.metrics.road",
+                 "pytorch_grad_cam.utils.model_targets"):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 (any failure to import is the package missing)
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            return (f"the grad-cam package does not import here ({type(e).__name__}: {first}): "
+                    "its rows are left out")
     return None
 
 

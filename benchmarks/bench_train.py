@@ -9,6 +9,7 @@ import torch
 
 from benchmarks.baseline import Unnormalised, UsualBatches, training_subset, usual_loader_for
 from benchmarks.common import measure, table
+from ffcv_resnet.finished.settings import resolved
 from ffcv_resnet.training import recipe as R
 from ffcv_resnet.training import loop as T
 from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
@@ -109,7 +110,7 @@ def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: in
                repeats: int, workers: int = 0) -> tuple[list[dict], str]:
     """Seconds per training epoch for each data path with the engine, and for the usual way."""
     path, idx = training_subset(data_dir, images)
-    engine = R.resolved(R.TrainConfig(batch_size=batch_size), device)
+    engine = resolved(R.TrainConfig(batch_size=batch_size), device)
     usual_cfg = dataclasses.replace(engine, precision="fp32", channels_last=False, compile="off")
     augment = BatchAugment(AugmentConfig(), device)
     usual = usual_loader_for(path, idx, batch_size, device, workers)

@@ -19,8 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ffcv_resnet.data.cifar import CLASSES  # noqa: E402
-from ffcv_resnet.explain.cams import DEFAULT_METHODS  # noqa: E402
-from ffcv_resnet.explain.faithfulness import DEFAULT_METRICS  # noqa: E402
+from ffcv_resnet.explain.options import DEFAULT_METHODS, DEFAULT_METRICS  # noqa: E402
 from ffcv_resnet.explain.gallery import Explained, confusion_from_errors  # noqa: E402
 from ffcv_resnet.explain.scores import summarise  # noqa: E402
 from ffcv_resnet.explain.render import render_outputs  # noqa: E402

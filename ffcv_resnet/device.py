@@ -1,16 +1,18 @@
 """Devices: the --*.device option and its check, resolving it to a torch device, and naming what
-a figure was measured on (device, versions, date, git sha)."""
+a figure was measured on (device, versions, date, git sha). The option and its check need no
+torch (a script checks its options before loading it); the rest imports it when called."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import option, require
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout: its git sha, its scripts
 DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")  # what --*.device accepts
@@ -29,6 +31,7 @@ def check_device(prefix: str, value: str) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    import torch
     if not DEVICE_NAMES.fullmatch(name):
         raise UserError(f"unknown device {name!r} (expected {DEVICE_CHOICES})")
     if name == "auto":
@@ -44,6 +47,7 @@ def resolve_device(name: str) -> torch.device:
 
 def device_name(device: torch.device) -> str:
     """What a figure was measured on: the GPU's name, or the CPU's model and thread count."""
+    import torch
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -78,6 +82,7 @@ def git_sha(root: Path = PROJECT_ROOT) -> str:
 
 def provenance(device: torch.device) -> dict:
     """What a figure was measured on: device name, torch and CUDA versions, date, git sha."""
+    import torch
     import datetime
     sha = git_sha()
     device = torch.device(device)

@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from .config import option
 from .data.cifar import MEAN, STD
-
-ARCH = "resnet18-cifar"
-INITS = ("torchvision", "pytorch")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Model: the CIFAR ResNet-18's initial weights"""
-    init: str = option("torchvision", "initial weights: torchvision (its ResNet's Kaiming-normal "
-                       "fan-out convolutions) or pytorch (every layer's own default, as the "
-                       "published fast ResNet-18 script builds it)", INITS)
-
+from .model_options import INITS
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:

@@ -1,9 +1,12 @@
-"""Numeric precision: what `auto` means on a device, and autocast for bf16/fp16."""
+"""Numeric precision: the precisions a run may take, what `auto` means on a device, and autocast
+for bf16/fp16 (torch imported when they are called: the options need none)."""
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 AUTO_PRECISION = "auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
@@ -11,6 +14,7 @@ AUTO_PRECISION = "auto: bf16 on CUDA and on CPUs with native bf16, else fp32"
 
 def auto_precision(device: torch.device) -> str:
     """bf16 on CUDA and on CPUs with native bf16 kernels (oneDNN), else fp32."""
+    import torch
     if torch.device(device).type == "cuda":
         return "bf16"
     try:
@@ -26,6 +30,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on the device, or nothing for fp32."""
+    import torch
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

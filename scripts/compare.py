@@ -1,6 +1,7 @@
 """Compare two runs, or two groups of runs (the seeds of two recipes), on the same test images:
 did B beat A beyond seed noise, and on which images? Writes compare.json and compare.html.
 
+    scripts/compare.py runs/base runs/change --compare.out runs/cmp
     scripts/compare.py --compare.a runs/base --compare.b runs/change --compare.out runs/cmp
     scripts/compare.py --compare.a runs/reproduce/seed-* --compare.b runs/other/seed-* ...
 

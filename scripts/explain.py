@@ -15,8 +15,10 @@ from ffcv_resnet.errors import cli, handle_sigterm  # noqa: E402
 def main() -> None:
     handle_sigterm()  # before the heavy imports, so that SIGTERM during them is one line too
     from ffcv_resnet.config import parse
-    from ffcv_resnet.explain.explain import ExplainSettings, explain_run
-    explain_run(parse(ExplainSettings, description=__doc__))
+    from ffcv_resnet.explain.options import ExplainSettings
+    cfg = parse(ExplainSettings, description=__doc__)  # checked before torch loads
+    from ffcv_resnet.explain.explain import explain_run
+    explain_run(cfg)
 
 
 if __name__ == "__main__":

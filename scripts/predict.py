@@ -19,8 +19,10 @@ from ffcv_resnet.errors import cli, handle_sigterm  # noqa: E402
 def main() -> None:
     handle_sigterm()
     from ffcv_resnet.config import parse
-    from ffcv_resnet.predict.run import PredictSettings, predict_run
-    predict_run(parse(PredictSettings, description=__doc__))
+    from ffcv_resnet.predict.options import PredictSettings
+    cfg = parse(PredictSettings, description=__doc__)  # checked before torch loads
+    from ffcv_resnet.predict.run import predict_run
+    predict_run(cfg)
 
 
 if __name__ == "__main__":

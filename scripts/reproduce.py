@@ -21,8 +21,8 @@ def main() -> None:
     handle_sigterm()
     from ffcv_resnet.config import parse
     from ffcv_resnet.reproduce.options import ReproduceSettings
+    cfg = parse(ReproduceSettings, description=__doc__)  # checked before torch loads
     from ffcv_resnet.reproduce.stages import reproduce
-    cfg = parse(ReproduceSettings, description=__doc__)
     _, json_path, md_path = reproduce(cfg.reproduce, Path(cfg.data.dir), cfg.data.source)
     say(f"done in {time.perf_counter() - started:.0f} s -> {json_path}, {md_path}")
 

@@ -21,8 +21,11 @@ from ffcv_resnet.errors import cli, handle_sigterm, say  # noqa: E402
 def main() -> None:
     started = time.perf_counter()
     handle_sigterm()
+    from ffcv_resnet.config import parse
+    from ffcv_resnet.finished.settings import TrainSettings, parse_config
+    parse(TrainSettings, description=__doc__)  # every option checked before torch loads
     from ffcv_resnet.training import distributed as D
-    from ffcv_resnet.training.runner import parse_config, train_run
+    from ffcv_resnet.training.runner import train_run
     with D.session() as w:  # a process group only under torchrun
         cfg = D.from_main(lambda: parse_config(description=__doc__), w)  # rank 0 reads options
         r = train_run(cfg, started)

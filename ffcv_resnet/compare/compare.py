@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import option, require_range
+from ..config import ConfigError, option, require_range
 from ..data.options import DataDir
 from ..device import check_device, device_option
 from ..errors import UserError
@@ -26,6 +26,8 @@ TIMINGS = ("train_seconds", "compile_seconds", "startup_seconds", "images_per_se
 @dataclass(frozen=True)
 class CompareConfig:
     """Compare: two runs, or two groups of runs, on the same test images"""
+    runs: tuple = option((), "two run folders, A (the baseline) then B (the change); for groups "
+                         "of runs, --compare.a and --compare.b", many=True, positional="RUN")
     a: tuple = option((), "run folder(s) of side A (the baseline): one run, or a group",
                       many=True)
     b: tuple = option((), "run folder(s) of side B (the change)", many=True)
@@ -41,9 +43,21 @@ class CompareConfig:
     device: str = device_option()
 
     def validate(self, prefix: str) -> None:
+        if self.runs and (self.a or self.b):
+            raise ConfigError("give the runs either as two positionals (A B) or with "
+                              f"--{prefix}.a and --{prefix}.b, not both")
+        if self.runs and len(self.runs) != 2:
+            raise ConfigError(f"{len(self.runs)} run folders given: two positionals are A and B "
+                              f"(groups of runs go with --{prefix}.a and --{prefix}.b)")
         require_range(prefix, self, "seed", 0, 2**31 - 1)
         require_range(prefix, self, "tiles", 0, 10_000)
         check_device(prefix, self.device)
+
+    def sides(self) -> tuple[list[str], list[str]]:
+        """Side A's run folders and side B's, however they were given."""
+        if self.runs:
+            return [self.runs[0]], [self.runs[1]]
+        return list(self.a), list(self.b)
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,9 @@ def check_out(out: Path, runs: list[RunRecord]) -> None:
                             "another folder")
     if (out / "config.yaml").exists():
         raise UserError(f"--compare.out {out}: a run folder; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / COMPARE_JSON).is_file():
+        raise UserError(f"--compare.out {out}: holds files that are not a comparison's; choose "
+                        "a new or empty folder")
     existing = next((p for p in [out, *out.parents] if p.exists()), None)
     if existing is None or not existing.is_dir() or not _writable(existing):
         raise UserError(f"--compare.out {out}: cannot be written")
@@ -210,7 +227,7 @@ def compare_runs(cfg: CompareSettings, log=print) -> dict:
     from .page import render_page
     from .tiles import build_tiles, empty_tiles
     cc = cfg.compare
-    a, b = read_sides(list(cc.a), list(cc.b), cc.same_test_set)
+    a, b = read_sides(*cc.sides(), cc.same_test_set)
     out = Path(cc.out)
     check_out(out, [*a, *b])
     data_dir = Path(cfg.data.dir)

@@ -64,7 +64,19 @@ def read_run(path: Path) -> RunRecord:
         layer = ex.get("layer") if isinstance(ex, dict) and ex.get("run_id") == metrics.run_id \
             else None
     return RunRecord(path, metrics.run_id, metrics, errors.test, list(errors.classes), errors,
-                     flatten(config), layer)
+                     _as_read_now(config), layer)
+
+
+def _as_read_now(config: dict) -> dict:
+    """{"section.name": value} of a run's config.yaml as this version reads it: an old run's
+    `flip: true` is `random`, an option it predates takes its default (what the run did)."""
+    from ..config import ConfigError, as_dict, parse
+    from ..finished.settings import TrainSettings
+    raw = flatten(config)
+    try:
+        return flatten(as_dict(parse(TrainSettings, [], base=raw)))
+    except ConfigError:  # a config this version cannot read: compared as written
+        return raw
 
 
 def read_sides(a: list[str], b: list[str],

@@ -14,37 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import option, require, require_range
 from .cifar import MEAN  # cutout fills with the mean: zero after normalisation
-
-ORDERS = ("crop_flip_cutout", "flip_cutout_translate")  # the order of the three operations
-FLIPS = ("random", "alternate", "off")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation: batched, on the device"""
-    pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
-    flip: str = option("random", "horizontal flip: random (each image, each epoch, with "
-                       "probability 1/2); alternate (at random in epoch 0, then each image "
-                       "exactly in the epochs it was not flipped in the one before); off. "
-                       "true/false still read as random/off", FLIPS,
-                       aliases={"true": "random", "false": "off"})
-    cutout: int = option(8, "side of the cutout square (0: off)")
-    order: str = option("crop_flip_cutout", "crop_flip_cutout: crop, flip, then cut out of the "
-                        "cropped image; flip_cutout_translate (the published fast ResNet-18 "
-                        "script): flip, cut out, then crop the whole cut-out image, so the square "
-                        "moves with the image and can be mirrored at a border", ORDERS)
-
-    def __post_init__(self):
-        if isinstance(self.flip, bool):  # the option's old type, from Python callers
-            object.__setattr__(self, "flip", "random" if self.flip else "off")
-
-    def validate(self, prefix: str) -> None:
-        require(self.flip in FLIPS, f"{prefix}.flip", self.flip, "one of " + "|".join(FLIPS))
-        require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
-        require_range(prefix, self, "cutout", 0, 32)
-
+from .options import AugmentConfig
 
 @dataclass
 class Draws:

@@ -1,16 +1,21 @@
 """Converting a CIFAR-10 source to betons once: read and check everything, write each beton
 under a temporary name with FFCV's writer, record counts and SHA-256s in cifar10.json last.
 
-Ctrl-C and SIGTERM while writing stop every writer process and remove the temporary file;
-temporaries left by a killed run are removed by the next one.
+Ctrl-C and SIGTERM while writing stop every writer process and remove the temporary file; so
+does a writer process that dies (FFCV's parent would wait for it forever), with one line: a full
+disk names the folder and the space the betons need. Temporaries left by a killed run are
+removed by the next one.
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 from .betons import (FORMAT_VERSION, METADATA, beton_path, check_beton, damage, read_metadata,
                      sha256_file, split_content)
 from .cifar import CLASSES, SPLITS, Split
-from ..errors import DataError, Interrupted, exit_at_once
+from ..errors import DataError, DiskFull, Interrupted, exit_at_once
 from ..io import atomic_path, atomic_write_bytes
 from .sources import detect, download, fingerprint, read_source
 
@@ -36,6 +41,24 @@ class _ArrayDataset:
         return self.split.images[i], int(self.split.labels[i])
 
 
+BYTES_PER_IMAGE = 32 * 32 * 3 + 64  # a raw image, its label and its share of the tables
+
+
+class WriterDied(RuntimeError):
+    """A writer process ended before its work was done (exit code, its last stderr line)."""
+
+
+_CHILD_STDERR: list[int] = []  # while writing: the file each forked writer's stderr goes to
+
+
+def _to_log_in_child() -> None:
+    if _CHILD_STDERR:  # a writer's own traceback goes to the guard's log, not the terminal
+        os.dup2(_CHILD_STDERR[0], 2)
+
+
+os.register_at_fork(after_in_child=_to_log_in_child)
+
+
 class _WriteGuard:
     """While FFCV's forked writers run: Ctrl-C and SIGTERM stop the parent with an exception and
     make each worker (which inherits the handler) exit at once, quietly.
@@ -47,18 +70,35 @@ class _WriteGuard:
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    DIED = signal.SIGUSR1  # the watchdog's word to the main thread: a writer died
 
     def __init__(self):
         self.parent, self.caught, self.armed = os.getpid(), None, True
         self.main = threading.main_thread().ident
         self._done = threading.Event()
+        self.died: tuple[int, str] | None = None  # (exit code, last line of its stderr)
 
     def _handler(self, signum, frame):
         if os.getpid() != self.parent:
             os._exit(1)  # a writer process: the parent removes what it leaves
+        if signum == self.DIED:
+            if self.armed and self.died:
+                raise WriterDied(*self.died)
+            return
         if self.armed:
             self.caught = (signum, time.monotonic())
             raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _dead_writer(self) -> tuple[int, str] | None:
+        """The exit code and last stderr line of a writer process that failed, if one did."""
+        for p in list(multiprocessing.process._children):  # noqa: SLF001 (polls, reaps none)
+            code = p.exitcode
+            if code not in (None, 0):
+                self.log.seek(0)
+                lines = [x.strip() for x in self.log.read().decode(errors="replace")
+                         .splitlines() if x.strip()]
+                return code, (lines or ["no message"])[-1][:200]
+        return None
 
     def _watch(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)  # never this thread's to handle
@@ -72,7 +112,11 @@ class _WriteGuard:
                 seen = data[-1]
             if not self.armed:
                 continue
-            if seen and not self.caught:  # delivered elsewhere: hand it to the main thread
+            if self.died is None and not self.caught:
+                self.died = self._dead_writer()
+            if self.died and not self.caught:  # the parent would wait for it forever
+                signal.pthread_kill(self.main, self.DIED)
+            elif seen and not self.caught:  # delivered elsewhere: hand it to the main thread
                 signal.pthread_kill(self.main, seen)
             elif self.caught and time.monotonic() - self.caught[1] > 0.5:  # swallowed: again
                 signal.pthread_kill(self.main, self.caught[0])
@@ -86,11 +130,13 @@ class _WriteGuard:
             self._old_hook(info)  # only the swallowed interrupt is kept quiet
 
     def __enter__(self) -> "_WriteGuard":
+        self.log = tempfile.TemporaryFile()
+        _CHILD_STDERR[:] = [self.log.fileno()]
         self._r, w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(w, False)
         self._w, self._old_fd = w, signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        self._old = {s: signal.signal(s, self._handler) for s in (*self.SIGNALS, self.DIED)}
         self._old_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -98,6 +144,8 @@ class _WriteGuard:
 
     def __exit__(self, *exc) -> None:
         self._done.set()
+        _CHILD_STDERR.clear()
+        self.log.close()
         self._thread.join()
         for s, h in self._old.items():
             signal.signal(s, h)
@@ -108,9 +156,11 @@ class _WriteGuard:
 
 
 def _stop_writers(writer, tb) -> None:
-    """After an interrupted write: end FFCV's workers, let its queues go, free its shared memory."""
-    import multiprocessing
+    """After an interrupted write: end FFCV's workers, let its queues go, free its shared memory;
+    end the line FFCV's progress bar was drawing, so what is said next starts its own."""
     import multiprocessing.queues
+    sys.stderr.write("\n")
+    sys.stderr.flush()
     for p in multiprocessing.active_children():
         p.terminate()
     for p in multiprocessing.active_children():
@@ -143,20 +193,29 @@ def write_beton(path: Path, split: Split, workers: int = 0) -> str:
     from ffcv.writer import DatasetWriter
 
     fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
-    writer = None
     try:
-        with atomic_path(path) as tmp, _WriteGuard() as guard:  # tmp: .NAME.PID.tmp
-            try:
-                writer = DatasetWriter(str(tmp), fields, num_workers=workers or os.cpu_count() or 1)
-                writer.from_indexed_dataset(_ArrayDataset(split), chunksize=1000)
-            except BaseException as e:
-                guard.disarm()
-                _stop_writers(writer, e.__traceback__)
-                raise
-            check_beton(tmp, len(split.labels))
-            return sha256_file(tmp)
+        return _write(path, split, workers, fields, DatasetWriter)
+    except WriterDied as e:
+        code, line = e.args
+        raise DataError(f"{path.parent}: a writer process died while writing {path.name} "
+                        f"(exit code {code}: {line}); nothing was kept") from None
     finally:
         torch.set_num_threads(threads)
+
+
+def _write(path: Path, split: Split, workers: int, fields: dict, DatasetWriter) -> str:
+    """The write itself: into a temporary name, under the guard; its SHA-256."""
+    writer = None
+    with atomic_path(path) as tmp, _WriteGuard() as guard:  # tmp: .NAME.PID.tmp
+        try:
+            writer = DatasetWriter(str(tmp), fields, num_workers=workers or os.cpu_count() or 1)
+            writer.from_indexed_dataset(_ArrayDataset(split), chunksize=1000)
+        except BaseException as e:
+            guard.disarm()
+            _stop_writers(writer, e.__traceback__)
+            raise
+        check_beton(tmp, len(split.labels))
+        return sha256_file(tmp)
 
 
 def remove_stale_temporaries(data_dir: Path) -> list[Path]:
@@ -246,6 +305,11 @@ def prepare(data_dir: Path, source: str = "", force: bool = False, workers: int 
         for name, split in splits.items():
             log(f"writing {beton_path(data_dir, name)} ({len(split.labels)} images)")
             checksums[name] = write_beton(beton_path(data_dir, name), split, workers)
+    except DiskFull as e:
+        need = sum(len(s.labels) for s in splits.values()) * BYTES_PER_IMAGE / 2**20
+        free = shutil.disk_usage(data_dir).free / 2**20
+        raise DiskFull(f"{e}: the betons need about {need:.0f} MB, {free:.0f} MB are free "
+                       "there") from None
     except OSError as e:
         raise DataError(f"{data_dir}: cannot write the betons ({e.strerror or e})") from None
     meta = {"format_version": FORMAT_VERSION, "classes": list(CLASSES),

@@ -1,7 +1,8 @@
 """The data options (--data.*), each script taking only those it uses: where the betons live
 (every script), where they come from (prepare_data.py, reproduce.py, the benchmarks), how
-training batches reach the device (train.py). A strict parser then refuses an option that
-would do nothing."""
+training batches reach the device (train.py); and the augmentation's (--augment.*). A strict
+parser then refuses an option that would do nothing. No torch here: a script checks its
+options before loading it."""
 from __future__ import annotations
 
 import os
@@ -93,3 +94,32 @@ class DataConfig(_Checked):
 class PrepareSettings:
     """scripts/prepare_data.py's options."""
     data: PrepareData
+
+
+ORDERS = ("crop_flip_cutout", "flip_cutout_translate")  # the order of the three operations
+FLIPS = ("random", "alternate", "off")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation: batched, on the device"""
+    pad: int = option(4, "random crop of the image reflect-padded by this many pixels (0: off)")
+    flip: str = option("random", "horizontal flip: random (each image, each epoch, with "
+                       "probability 1/2); alternate (at random in epoch 0, then each image "
+                       "exactly in the epochs it was not flipped in the one before); off. "
+                       "true/false still read as random/off", FLIPS,
+                       aliases={"true": "random", "false": "off"})
+    cutout: int = option(8, "side of the cutout square (0: off)")
+    order: str = option("crop_flip_cutout", "crop_flip_cutout: crop, flip, then cut out of the "
+                        "cropped image; flip_cutout_translate (the published fast ResNet-18 "
+                        "script): flip, cut out, then crop the whole cut-out image, so the square "
+                        "moves with the image and can be mirrored at a border", ORDERS)
+
+    def __post_init__(self):
+        if isinstance(self.flip, bool):  # the option's old type, from Python callers
+            object.__setattr__(self, "flip", "random" if self.flip else "off")
+
+    def validate(self, prefix: str) -> None:
+        require(self.flip in FLIPS, f"{prefix}.flip", self.flip, "one of " + "|".join(FLIPS))
+        require_range(prefix, self, "pad", 0, 31)  # reflect padding needs pad < image side
+        require_range(prefix, self, "cutout", 0, 32)

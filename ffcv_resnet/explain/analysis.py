@@ -18,8 +18,9 @@ from ..model import eval_mode
 from ..precision import autocast
 from ..records import TestError
 from ..timing import Stopwatch
-from .cams import DEFAULT_METHODS, CamSettings, cams
-from .faithfulness import DEFAULT_METRICS, ScoreSettings, faithfulness
+from .cams import CamSettings, cams
+from .faithfulness import ScoreSettings, faithfulness
+from .options import DEFAULT_METHODS, DEFAULT_METRICS
 from .gallery import Explained
 
 

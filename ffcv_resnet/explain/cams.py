@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..model import eval_mode
 from ..precision import autocast
 from .activations import class_sets_of, feature_maps, find_layer
+from .options import DEFAULT_METHODS, METHODS
 
 Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (acts, grads) -> raw map
 
@@ -87,8 +88,6 @@ def eigencam(a: torch.Tensor) -> torch.Tensor:
 GRADIENT_METHODS: dict[str, Reduction] = {"gradcam": gradcam, "gradcampp": gradcampp,
                                           "xgradcam": xgradcam, "hirescam": hirescam,
                                           "layercam": layercam}
-METHODS = (*GRADIENT_METHODS, "eigencam", "scorecam")
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "scorecam")  # Score-CAM: C forwards per image
 
 
 def check_methods(methods) -> tuple[str, ...]:

@@ -10,100 +10,23 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, option, require_range
-from ..data.options import DataDir
-from ..device import check_device, device_option, resolve_device
+from ..device import resolve_device
 from ..errors import UserError, say
 from ..finished.run import (FinishedRun, check_data_matches, load_error_images,
                             load_finished_run)
-from ..precision import AUTO_PRECISION, resolve_precision
+from ..precision import resolve_precision
 from ..records import write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW,
-                          REPORT, SCREENSHOT, SUMMARY, FinishedRunConfig, RunFolder)
+                          REPORT, SCREENSHOT, SUMMARY, RunFolder)
 from ..timing import Stopwatch
 from .activations import check_layer
 from .analysis import PassConfig, PassResult, explain_errors
+from .options import ExplainConfig, ExplainSettings
 from .browser import screenshot_report, screenshot_skipped
-from .cams import DEFAULT_METHODS, METHODS
-from .faithfulness import DEFAULT_METRICS, METRICS as SCORES
 from .gallery import Explained, confusion_from_errors
 from .render import overview_images, publish, render_outputs, staging_folder
 from .report import ReportContext
 from .scores import summarise
-
-CPU_SCORED = 32  # errors scored by default on the CPU: every score of one error costs ~2.4 s
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in value.split(",") if x.strip())
-
-
-@dataclass(frozen=True)
-class ExplainConfig:
-    """Explain: every CAM method and faithfulness score of every test error"""
-    layer: str = option("layer3", "module whose activations the CAM methods weigh (layer3 is 8x8)")
-    batch_size: int = option(1024, "images per forward (the maps' backwards share it; the "
-                             "scores' perturbed images go in batches of this size too)")
-    page_size: int = option(24, "errors per gallery page")
-    precision: str = option("auto", AUTO_PRECISION, ("auto", "bf16", "fp32"))
-    device: str = device_option()
-    methods: str = option(",".join(DEFAULT_METHODS), "CAM methods, comma-separated, the first "
-                          f"drawn on the gallery's pages: any of {', '.join(METHODS)} (scorecam "
-                          "runs one forward per channel of the layer per image: off by default)")
-    metrics: str = option(",".join(DEFAULT_METRICS), "faithfulness scores of every map, comma-"
-                          f"separated ('' for none): any of {', '.join(SCORES)}")
-    scored: str = option("auto", "errors whose maps are scored: all; a number (a seeded random "
-                         f"sample); auto: all on CUDA, {CPU_SCORED} on the CPU (where all six "
-                         "methods' scores of one error take ~2.4 s)")
-    noise: float = option(0.01, "ROAD's imputation noise (standard deviation; images in [0, 1])")
-    steps: int = option(16, "steps of the deletion and insertion curves")
-    seed: int = option(0, "seed of ROAD's noise and of the scored sample")
-    overview: bool = option(True, "also draw 10 random training images per class")
-    screenshot: str = option("auto", "report.png, the report at desktop width in headless "
-                             "Chromium: auto (if chromium and playwright are installed), on (an "
-                             "error if not), off", ("auto", "on", "off"))
-
-    def validate(self, prefix: str) -> None:
-        require_range(prefix, self, "batch_size", 1)
-        require_range(prefix, self, "page_size", 1)
-        require_range(prefix, self, "noise", 0, 1)
-        require_range(prefix, self, "steps", 1, 1024)
-        require_range(prefix, self, "seed", 0, 2**31 - 1)
-        check_device(prefix, self.device)
-        for name, known, allow_none in (("methods", METHODS, False), ("metrics", SCORES, True)):
-            chosen = _names(getattr(self, name))
-            bad = [x for x in chosen if x not in known]
-            if bad or (not chosen and not allow_none) or len(set(chosen)) != len(chosen):
-                what = bad[0] if bad else (getattr(self, name) or "(none)")
-                raise ConfigError(f"bad value {what!r} for --{prefix}.{name} (expected a comma-"
-                                  f"separated list of {', '.join(known)}, each once)")
-        if self.scored not in ("auto", "all") and not (self.scored.isdigit()
-                                                       and int(self.scored) >= 1):
-            raise ConfigError(f"bad value {self.scored!r} for --{prefix}.scored (expected auto, "
-                              "all or a number >= 1)")
-
-    @property
-    def method_names(self) -> tuple[str, ...]:
-        return _names(self.methods)
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return _names(self.metrics)
-
-    def scored_count(self, errors: int, device: torch.device) -> int:
-        """How many of `errors` get scores on `device`."""
-        if self.scored == "all" or (self.scored == "auto" and device.type == "cuda"):
-            return errors
-        return min(errors, CPU_SCORED if self.scored == "auto" else int(self.scored))
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """scripts/explain.py's options."""
-    data: DataDir
-    explain: ExplainConfig
-    run: FinishedRunConfig
-
 
 def report_context(run: FinishedRun, e: Explained, settings: dict) -> ReportContext:
     """What the report shows about the run and about this explain pass."""

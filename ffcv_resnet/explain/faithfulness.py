@@ -29,9 +29,8 @@ from ..data.cifar import MEAN
 from ..errors import UserError
 from ..model import eval_mode
 from ..precision import autocast
+from .options import METRICS
 
-METRICS = ("cam_mult", "road_morf", "road_lerf", "road_combined", "deletion", "insertion")
-DEFAULT_METRICS = ("road_combined", "deletion", "insertion")
 # the direction in which a score says "more faithful"
 HIGHER_IS_BETTER = {"cam_mult": True, "road_morf": False, "road_lerf": True,
                     "road_combined": True, "deletion": False, "insertion": True}

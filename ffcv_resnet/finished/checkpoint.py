@@ -11,7 +11,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import atomic_path
-from ..model import ARCH, resnet18
+from ..model import resnet18
+from ..model_options import ARCH
 from ..records import TestSet
 
 

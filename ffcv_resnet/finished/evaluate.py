@@ -10,8 +10,7 @@ from torch import nn
 from ..data.augment import to_float
 from ..model import eval_mode
 from ..precision import autocast
-
-TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels
+from .settings import TTA
 
 
 def owned(logits: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,30 @@
 """A run's settings as typed records: every option train.py takes (what config.yaml holds), each
 section's checks, which of them a resumed run may set anew (RESUMABLE), and the LR/batch rule
 that gives --training.lr its meaning. Training builds on them; explain, compare and predict read
-a finished run's config.yaml through them without loading the engine."""
+a finished run's config.yaml through them without loading the engine. No torch is imported
+here: train.py checks its options before loading it."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
-from ..config import option, require, require_range, resumable
-from ..data.augment import AugmentConfig
-from ..data.options import DataConfig
+from ..config import (ConfigError, as_dict, flatten, option, parse, require, require_range,
+                      resumable)
+from ..data.options import AugmentConfig, DataConfig
 from ..device import check_device, device_option
-from ..model import ModelConfig
-from ..precision import AUTO_PRECISION, PRECISIONS
-from ..run_folder import RunConfig
-from .evaluate import TTA
+from ..model_options import ModelConfig
+from ..precision import AUTO_PRECISION, PRECISIONS, resolve_precision
+from ..run_folder import RunConfig, read_config
 
+if TYPE_CHECKING:
+    import torch
+
+MAX_EPOCHS = 10_000  # more is a typo (1e20), not a run
 AVERAGES = ("off", "ema", "lookahead")  # weight averaging (training/average.py)
+TTA = ("none", "flip", "flip_translate")  # test-time augmentation levels (evaluate.py)
 
 BASE_BATCH = 512  # --training.lr is the peak LR at this batch size; others scale linearly
 
@@ -76,7 +84,8 @@ class TrainConfig:
     device: str = device_option(resumable=True)
 
     def validate(self, prefix: str) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        require_range(prefix, self, "epochs", 1, MAX_EPOCHS)
+        for name in ("batch_size", "eval_batch_size"):
             require_range(prefix, self, name, 1)
         require_range(prefix, self, "lr", 0, low_open=True)
         require(math.isfinite(peak_lr(self)), f"{prefix}.lr", self.lr,
@@ -113,3 +122,40 @@ class TrainSettings:
 
 
 RESUMABLE = resumable(TrainSettings)  # what a resumed run may set anew (each option says)
+
+
+def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """Turn 'auto' settings into what this device gets."""
+    cuda = device.type == "cuda"
+    return dataclasses.replace(
+        cfg, precision=resolve_precision(cfg.precision, device),
+        compile=("on" if cuda else "off") if cfg.compile == "auto" else cfg.compile)
+
+
+def recipe_of(config: dict) -> dict:
+    """{"section.name": value} of what a run computes (RESUMABLE left out)."""
+    return {k: v for k, v in flatten(config).items() if k not in RESUMABLE}
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str = "") -> TrainSettings:
+    """Command line -> checked settings; with --run.resume, the run's own config.yaml is the
+    base and an option that would change what it computes is an error. A fresh run's options
+    are checked without torch (it is loaded only to resolve a resumed run's 'auto')."""
+    cfg = parse(TrainSettings, argv, description)
+    if not cfg.run.resume:
+        return cfg
+    from ..device import resolve_device
+    stored = flatten(read_config(Path(cfg.run.dir)))
+    # how the run was started (e.g. --run.overwrite true, as `make run` does) is not a setting
+    # the resumed process inherits
+    base = {k: v for k, v in stored.items() if k not in ("run.overwrite", "run.resume")}
+    cfg = parse(TrainSettings, argv, description, base=base)
+    device = resolve_device(cfg.training.device)  # compare 'auto' as this device resolves it
+    now = flatten(as_dict(dataclasses.replace(cfg, training=resolved(cfg.training, device))))
+    # the stored values as this version reads them (an old `flip: true` is `random` now)
+    then = flatten(as_dict(parse(TrainSettings, [], description, base=base)))
+    for key in sorted(set(stored) - RESUMABLE):
+        if key in now and now[key] != then.get(key, stored[key]):
+            raise ConfigError(f"--{key} {now[key]!r} differs from the resumed run's "
+                              f"{stored[key]!r}: a resumed run keeps its recipe")
+    return cfg

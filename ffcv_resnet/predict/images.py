@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +42,22 @@ def image_extensions() -> set[str]:
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
+def special(path: str) -> str | None:
+    """What a path is when it is no regular file (a FIFO, a socket, a device), else None:
+    opening one for reading can wait forever, so none is ever opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), None)
+
+
 def find_inputs(inputs: list[str]) -> tuple[list[str], list[Failed]]:
     """Files as given (always tried), folders searched recursively for image files (hidden
     files and folders skipped), globs expanded; (paths in order, each once; what was not
-    found)."""
+    found, and special files, named and never opened)."""
     exts, paths, missing = image_extensions(), [], []
     for item in inputs:
         p = Path(item)
@@ -69,7 +83,14 @@ def find_inputs(inputs: list[str]) -> tuple[list[str], list[Failed]]:
     first: dict[str, str] = {}  # each file once, where it first appears
     for x in paths:
         first.setdefault(os.path.realpath(x), x)
-    return list(first.values()), missing
+    kept = []
+    for x in first.values():
+        kind = special(x)
+        if kind:
+            missing.append(Failed(x, f"{kind}, not an image file (never opened)"))
+        else:
+            kept.append(x)
+    return kept, missing
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -110,10 +131,20 @@ def prepare(im: Image.Image, path: str = "") -> Decoded:
                    np.asarray(thumb, dtype=np.uint8).copy(), size, mode)
 
 
+def _open_regular(path: str):
+    """The file opened for reading without waiting on it (O_NONBLOCK) and checked to be a
+    regular file (a FIFO swapped in after find_inputs looked is still refused)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(path) if os.path.isdir(path) else ValueError("not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def decode(path: str) -> Decoded | Failed:
     """One file, or why it cannot be used (one line)."""
     try:
-        with Image.open(path) as im:
+        with _open_regular(path) as f, Image.open(f) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:  # checked before decoding: a bomb is never expanded
                 return Failed(path, f"a decompression bomb? {w}x{h} pixels is more than "
@@ -141,5 +172,15 @@ def decode_all(paths: list[str], threads: int = 0) -> list[Decoded | Failed]:
     if not paths:
         return []
     workers = threads or min(16, os.cpu_count() or 1, len(paths))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(decode, paths))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    # Pillow warns of a large image as it opens it; decode checks the size and says why, so
+    # the warning (global state: set here, before the threads start) is not printed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            out = list(pool.map(decode, paths))
+        except BaseException:  # Ctrl-C or SIGTERM: the images not started are dropped at once
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    return out

@@ -10,26 +10,25 @@ import csv
 import io
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import ConfigError, option, require_range
-from ..device import check_device, device_option
+from ..config import ConfigError
 from ..errors import UserError, say
-from ..explain.cams import METHODS
 from ..pages import overlay
 from ..io import atomic_path
 from ..png import array_png_bytes
 from ..records import dumps
-from ..run_folder import FinishedRunConfig, check_output_folder
+from ..run_folder import check_output_folder
 from ..timing import Stopwatch
 from .images import Decoded, Failed, decode_all, find_inputs
 from .model import Prediction, load_model, predict_images
+from .options import PredictSettings
 from .page import render_page
 
+PRINTED = 20  # images whose top class the console lists (every one is in the files)
 JSON, CSV, HTML, OVERLAYS = "predictions.json", "predictions.csv", "predictions.html", "overlays"
 OVERLAY_SCALE = 4  # an overlay PNG is the 32x32 view, each pixel 4x4
 
@@ -40,45 +39,12 @@ class SomeFailed(UserError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
-class PredictConfig:
-    """Predict: classify and explain your own images"""
-    inputs: tuple = option((), "image files, folders (searched recursively for images) and "
-                           "globs", many=True, positional="IMAGE_OR_FOLDER")
-    out: str = option("predictions", "folder for predictions.json, .csv, .html and overlays/ "
-                      "(replaced whole when it holds an earlier prediction)")
-    top: int = option(3, "classes listed per image, most probable first")
-    method: str = option("gradcam", f"CAM method drawn over each image: {', '.join(METHODS)} "
-                         "or none", (*METHODS, "none"))
-    layer: str = option("layer3", "module whose activations the CAM method weighs")
-    precision: str = option("run", "the run's own precision (run), or auto, bf16, fp16, fp32",
-                            ("run", "auto", "bf16", "fp16", "fp32"))
-    batch_size: int = option(256, "images per forward")
-    threads: int = option(0, "threads decoding images (0: one per core, at most 16)")
-    device: str = device_option()
-
-    def validate(self, prefix: str) -> None:
-        require_range(prefix, self, "top", 1, 10)
-        require_range(prefix, self, "batch_size", 1)
-        require_range(prefix, self, "threads", 0, 256)
-        check_device(prefix, self.device)
-        if not self.inputs:
-            raise ConfigError("no images given (scripts/predict.py --run.dir RUN IMAGE_OR_FOLDER "
-                              "...)")
-        if not self.out.strip():
-            raise ConfigError(f"bad value {self.out!r} for --{prefix}.out (expected a folder)")
-
-
-@dataclass(frozen=True)
-class PredictSettings:
-    """scripts/predict.py's options."""
-    predict: PredictConfig
-    run: FinishedRunConfig
-
-
 def check_out(out: Path) -> None:
     """`out` may be written: new, empty, or an earlier prediction's folder; never a file or
     (inside) a run folder."""
+    if out.is_symlink():
+        raise UserError(f"--predict.out {out}: a symbolic link; give the folder it points to "
+                        f"({out.resolve()}) or another one")
     check_output_folder(out, "predict.out")
     if out.is_dir() and any(out.iterdir()) and not (out / JSON).is_file():
         raise UserError(f"--predict.out {out}: holds files that are not a prediction's; choose a "
@@ -164,6 +130,11 @@ def predict_run(cfg: PredictSettings) -> dict:
         (tmp / CSV).write_text(csv_text(record["predictions"], pc.top))
         (tmp / HTML).write_text(render_page(record, decoded, overlays))
         (tmp / JSON).write_text(dumps(record) + "\n")  # last: it marks a finished folder
+    shown = PRINTED if len(preds) > PRINTED + 1 else len(preds)
+    for r in record["predictions"][:shown]:
+        say(f"{r['path']}: {r['predicted']} {r['probability']:.2f}")
+    if shown < len(preds):
+        say(f"... and {len(preds) - shown} more (every one in {out / CSV})")
     say(f"predicted {len(decoded)} image(s) in {t.seconds:.2f} s ({record['images_per_second']:.0f}"
         f" images/s on {model.device}; decoding {decode_seconds:.2f} s) with run {model.run_id}: "
         f"{out / HTML}")

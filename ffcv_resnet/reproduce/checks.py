@@ -9,7 +9,7 @@ from pathlib import Path
 from ..device import PROJECT_ROOT
 from ..errors import UserError
 from ..run_folder import CONFIG, LOCK, RunFolder, check_output_folder, foreign_files, read_config
-from ..training.runner import parse_config
+from ..finished.settings import parse_config
 
 COMPILE_CACHE = "compile-cache"  # beside the runs: every run of a command compiles into it
 

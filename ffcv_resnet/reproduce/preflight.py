@@ -95,8 +95,9 @@ def _step(device: torch.device, train_args: list[str], batch: int | None,
     import dataclasses
     from ..model import resnet18
     from ..training.loop import make_step, prepare_model, use_compile_cache
-    from ..training.recipe import resolved, set_bn_momentum
-    from ..training.runner import parse_config
+    from ..finished.settings import resolved
+    from ..training.recipe import set_bn_momentum
+    from ..finished.settings import parse_config
     cfg = parse_config(["--run.dir", "preflight", *train_args])
     tc = resolved(dataclasses.replace(cfg.training, compile="on" if compile_on else "off",
                                       batch_size=batch or cfg.training.batch_size), device)

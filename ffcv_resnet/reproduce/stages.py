@@ -24,7 +24,7 @@ import torch
 from ..data.convert import prepare
 from ..device import PROJECT_ROOT, provenance, resolve_device
 from ..errors import DataError, UserError, say
-from ..training.runner import parse_config
+from ..finished.settings import parse_config
 from . import plan as P
 from .bundle import bundle
 from .checks import COMPILE_CACHE, check_ffcv, check_folders, checked_recipe

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..finished.checkpoint import cpu_state, load_blob, save_blob
-from ..model import ARCH
+from ..model_options import ARCH
 
 
 @dataclass

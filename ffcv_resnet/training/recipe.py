@@ -3,13 +3,11 @@ and SGD-Nesterov with weight decay on the layers' weights (or, asked, on every p
 BatchNorm's biases at a multiple of the LR when asked; BatchNorm's momentum."""
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from ..finished.settings import TrainConfig, peak_lr  # noqa: F401 (the recipe's options)
-from ..precision import resolve_precision
+
 
 def lr_factor(step: int, total: int, peak: float, start: float = 0.0) -> float:
     """Fraction of the peak LR used by step `step` (0-based) of `total`: rises linearly from
@@ -17,14 +15,6 @@ def lr_factor(step: int, total: int, peak: float, start: float = 0.0) -> float:
     later), then falls linearly to 0 at the last step (a one-step run takes it at the peak)."""
     k, p = step + 1, min(max(1, round(peak)), max(1, total // 2))
     return start + (1 - start) * k / p if k <= p else max(0.0, (total - k) / max(total - p, 1))
-
-
-def resolved(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """Turn 'auto' settings into what this device gets."""
-    cuda = device.type == "cuda"
-    return dataclasses.replace(
-        cfg, precision=resolve_precision(cfg.precision, device),
-        compile=("on" if cuda else "off") if cfg.compile == "auto" else cfg.compile)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):

@@ -10,19 +10,18 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from . import distributed as D
 from . import loop as T
 from . import recipe as R
-from ..config import ConfigError, as_dict, flatten, parse
+from ..config import as_dict
 from ..device import device_name, resolve_device
 from ..errors import DiskFull, TrainingFailed, UserError, say
 from ..finished.checkpoint import save_model
 from ..finished.evaluate import find_errors
-from ..finished.settings import RESUMABLE, TrainSettings
+from ..finished.settings import TrainSettings, recipe_of, resolved
 from ..records import Errors, Metrics, Session, TestError, write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
                           RunFolder, new_run_id, read_config, write_history)
@@ -30,33 +29,6 @@ from ..timing import Stopwatch
 from .checkpoint import ResumePoint, load_state, restore, save_state
 from .curves import plot_curves
 from .engine import Engine, build_engine, check_data
-
-
-def _recipe(config: dict) -> dict:
-    """{"section.name": value} of what a run computes (RESUMABLE left out)."""
-    return {k: v for k, v in flatten(config).items() if k not in RESUMABLE}
-
-
-def parse_config(argv: Sequence[str] | None = None, description: str = "") -> TrainSettings:
-    """Command line -> checked settings; with --run.resume, the run's own config.yaml is the
-    base and an option that would change what it computes is an error."""
-    cfg = parse(TrainSettings, argv, description)
-    if not cfg.run.resume:
-        return cfg
-    stored = flatten(read_config(Path(cfg.run.dir)))
-    # how the run was started (e.g. --run.overwrite true, as `make run` does) is not a setting
-    # the resumed process inherits
-    base = {k: v for k, v in stored.items() if k not in ("run.overwrite", "run.resume")}
-    cfg = parse(TrainSettings, argv, description, base=base)
-    device = resolve_device(cfg.training.device)  # compare 'auto' as this device resolves it
-    now = flatten(as_dict(dataclasses.replace(cfg, training=R.resolved(cfg.training, device))))
-    # the stored values as this version reads them (an old `flip: true` is `random` now)
-    then = flatten(as_dict(parse(TrainSettings, [], description, base=base)))
-    for key in sorted(set(stored) - RESUMABLE):
-        if key in now and now[key] != then.get(key, stored[key]):
-            raise ConfigError(f"--{key} {now[key]!r} differs from the resumed run's "
-                              f"{stored[key]!r}: a resumed run keeps its recipe")
-    return cfg
 
 
 def _quiet(*_args, **_kwargs) -> None:
@@ -70,7 +42,7 @@ def train_run(cfg: TrainSettings, started: float | None = None, log=say) -> Metr
     w = D.world()
     log = log if w.main else _quiet
     device = D.agreed(lambda: _device(cfg, w), w)
-    cfg = dataclasses.replace(cfg, training=R.resolved(cfg.training, device))  # no 'auto' left
+    cfg = dataclasses.replace(cfg, training=resolved(cfg.training, device))  # no 'auto' left
     tc = cfg.training
     with contextlib.ExitStack() as stack:
         folder, state = D.agreed(lambda: _claim(cfg.run, stack, w), w)
@@ -126,7 +98,7 @@ def _check_resumable(folder: RunFolder, state: dict, w: D.World) -> None:
     many processes as before (each has its own augmentation draws)."""
     if state["run_id"] != folder.run_id():
         raise UserError(f"{folder.path}: {STATE} and config.yaml come from different runs")
-    saved, written = _recipe(state["config"]), _recipe(read_config(folder.path))
+    saved, written = recipe_of(state["config"]), recipe_of(read_config(folder.path))
     changed = sorted(k for k in saved.keys() | written.keys() if saved.get(k) != written.get(k))
     if changed:
         raise UserError(f"{folder.path / 'config.yaml'}: {changed[0]} is {written.get(changed[0])!r}"

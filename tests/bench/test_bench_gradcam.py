@@ -31,3 +31,26 @@ def test_gradcam_suite_without_the_package_times_ours_and_names_the_gap(monkeypa
     assert any(n.startswith("explain pass") for n in names)
     assert not any("grad-cam" in n for n in names)
     assert "Not run: the grad-cam package is not installed here" in md and "n/a" in md
+
+
+def test_a_grad_cam_install_that_fails_to_import_is_a_named_gap(monkeypatch):
+    """Installed but broken (an ImportError at import, as with mismatched wheels): the suite
+    times ours and names the reason, instead of ending in a traceback."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_gradcam
+    for name in [m for m in sys.modules if m.startswith("pytorch_grad_cam")]:
+        monkeypatch.delitem(sys.modules, name)
+    real = importlib.import_module
+
+    def broken(name, *a, **k):
+        if name.startswith("pytorch_grad_cam"):
+            raise ImportError("libsomething.so: cannot open shared object file")
+        return real(name, *a, **k)
+    monkeypatch.setattr(importlib, "import_module", broken)
+    reason = bench_gradcam.package_missing()
+    assert reason.startswith("the grad-cam package does not import here (ImportError: "
+                             "libsomething.so")
+    records, md = bench_gradcam.run(torch.device("cpu"), 4, 2, 1)
+    assert not any("grad-cam" in r["name"] for r in records) and "gradcam: ours batched" in {
+        r["name"] for r in records}
+    assert "does not import here" in md

@@ -15,6 +15,17 @@ from ffcv_resnet.errors import UserError
 pytestmark = pytest.mark.slow  # every test here starts a process
 
 
+def test_two_runs_given_as_positionals_compare_as_a_and_b(pair, learnable_data, tmp_path):
+    a, b, out, _ = pair
+    r = run_script("scripts/compare.py", a, b, "--compare.out", tmp_path / "pos",
+                   "--data.dir", learnable_data)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "pos" / "compare.json").read_text())
+    want = json.loads((out / "compare.json").read_text())
+    assert (got["table"], got["fixed"], got["broke"]) == (want["table"], want["fixed"],
+                                                          want["broke"])
+
+
 def test_a_real_pair_through_the_script(pair):
     a, b, out, stdout = pair
     c = json.loads((out / "compare.json").read_text())
@@ -46,6 +57,8 @@ def test_a_real_pair_through_the_script(pair):
     ("not-a-run", "not a run folder"),
     ("out-in-run", "inside the run folder"),
     ("other-data", "test beton does not match the run"),
+    ("litter-out", "holds files that are not a comparison's"),
+    ("positional-and-a", "either as two positionals (A B) or with --compare.a"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(case, message, pair, tmp_path,
                                                   learnable_data, sources):
@@ -71,18 +84,27 @@ def test_bad_input_is_one_line_and_writes_nothing(case, message, pair, tmp_path,
         args[3] = tmp_path / "photos"
     elif case == "out-in-run":
         args[5] = a / "cmp"
+    elif case == "litter-out":
+        (tmp_path / "o").mkdir()
+        (tmp_path / "o" / "thesis.tex").write_text("mine")
+    elif case == "positional-and-a":
+        args = [a, b, *args]
     else:
         from ffcv_resnet.data.convert import prepare
         prepare(tmp_path / "d", str(sources["batches-folder"]), log=lambda *_: None)
         args[7] = tmp_path / "d"
-    if case in ("empty-side", "same", "out-in-run"):
+    if case in ("empty-side", "same", "out-in-run", "positional-and-a"):
         r = run_script("scripts/compare.py", *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
     else:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             compare_runs(parse(CompareSettings, [str(x) for x in args]), log=lambda *_: None)
-    assert not (tmp_path / "o").exists() and not (a / "cmp").exists()
+    if case == "litter-out":
+        assert [p.name for p in (tmp_path / "o").iterdir()] == ["thesis.tex"]
+    else:
+        assert not (tmp_path / "o").exists()
+    assert not (a / "cmp").exists()
 
 
 @needs_browser

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_script, TRAIN_ARGS
+from conftest import make_split, run_script, TRAIN_ARGS, write_batches
 
 
 pytestmark = pytest.mark.slow  # every test here starts a process
@@ -78,3 +78,20 @@ def test_a_read_only_results_folder_is_refused_before_any_work(learnable_data, t
         with pytest.raises(UserError, match="--reproduce.results .*: cannot be written"):
             reproduce(rc, learnable_data, "")
         assert not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_while_writing_betons_is_one_line_and_leaves_no_temporary(tmp_path):
+    """FFCV's writer processes die of ENOSPC and its parent would wait for them forever: the
+    dead writer is found, its temporary removed, and one line names the folder and the space
+    the betons need (the writers' own tracebacks go to a log, not the terminal)."""
+    src = write_batches(tmp_path / "src" / "cifar-10-batches-py",
+                        {"train": make_split(300, 0), "test": make_split(30, 1)})  # ~10 MB
+    with mounted(tmp_path / "fs", "3m") as fs:
+        r = run_script("scripts/prepare_data.py", "--data.dir", fs / "d", "--data.source", src,
+                       timeout=120)
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = [x for x in r.stderr.strip().splitlines() if "it/s]" not in x]  # FFCV's bar
+        assert len(lines) == 1 and lines[0].startswith(f"error: no space left on the device of "
+                                                       f"{fs / 'd'} while writing train.beton")
+        assert "the betons need about 10 MB" in lines[0] and "Traceback" not in r.stderr
+        assert [p.name for p in (fs / "d").iterdir()] == []  # no temporary, no metadata

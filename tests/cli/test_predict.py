@@ -3,6 +3,7 @@ before any work, the page in a headless browser."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -38,15 +39,25 @@ def test_every_bad_input_is_named_and_the_rest_predicted(trained_run, test_image
     (bad / "fake.jpg").write_text("a text file with an image's name")
     (bad / "notes.txt").write_text("given by name: tried, and not an image")
     _bomb_png(bad / "bomb.png")
+    _bomb_png(bad / "warning-bomb.png", side=10_000)  # past Pillow's warning, short of its error
     assert (bad / "bomb.png").stat().st_size < 2_000_000
+    os.mkfifo(bad / "fifo.jpg")  # opening it to read would wait for a writer forever
+    fifos = tmp_path / "fifos"
+    fifos.mkdir()
+    os.mkfifo(fifos / "x.png")  # in a folder: found, named, never opened
     inputs = [good, bad / "truncated.png", bad / "fake.jpg", bad / "notes.txt", bad / "bomb.png",
-              tmp_path / "missing.png", str(tmp_path / "none-*.jpg")]
+              bad / "warning-bomb.png", bad / "fifo.jpg", fifos, tmp_path / "missing.png",
+              str(tmp_path / "none-*.jpg")]
     out = tmp_path / "out"
     r = predict_script(trained_run, out, *inputs)
     assert r.returncode == 1, r.stderr[-2000:]
-    lines = r.stderr.splitlines()
-    assert len(lines) == 7 and lines[-1].startswith("error: 6 of 7 input(s) could not be used")
+    lines = r.stderr.splitlines()  # no Pillow warning among them
+    assert len(lines) == 10 and lines[-1].startswith("error: 9 of 10 input(s) could not be used")
     why = dict(line[len("failed: "):].split(": ", 1) for line in lines[:-1])
+    assert "decompression bomb" in why[str(bad / "warning-bomb.png")]
+    assert why[str(bad / "fifo.jpg")] == "a FIFO, not an image file (never opened)"
+    assert why[str(fifos / "x.png")] == "a FIFO, not an image file (never opened)"
+    assert r.stdout.splitlines()[0].startswith(f"{good}: ")  # each image's top class
     assert "truncated" in why[str(bad / "truncated.png")]
     assert why[str(bad / "fake.jpg")] == "not an image Pillow can read"
     assert why[str(bad / "notes.txt")] == "not an image Pillow can read"
@@ -93,6 +104,9 @@ def test_an_unusable_run_or_output_folder_is_refused_before_any_work(trained_run
     (litter / "thesis.tex").write_text("mine")
     cases.append((predict_script(run, litter, image), "holds files that are not a prediction's"))
     cases.append((predict_script(run, out), "no images given"))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    cases.append((predict_script(run, tmp_path / "link", image), "a symbolic link"))
     cases.append((predict_script(run, out, image, extra=["--predict.method", "magic"]),
                   "--predict.method"))
     for r, message in cases:
@@ -100,6 +114,7 @@ def test_an_unusable_run_or_output_folder_is_refused_before_any_work(trained_run
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
     assert not out.exists() and not (run / "preds").exists()
     assert [p.name for p in litter.iterdir()] == ["thesis.tex"]
+    assert (tmp_path / "link").is_symlink() and not list((tmp_path / "elsewhere").iterdir())
     # a second prediction into the same folder replaces the first whole
     assert predict_script(run, out, folder).returncode == 0
     first = len(list((out / "overlays").iterdir()))

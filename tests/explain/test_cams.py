@@ -11,7 +11,8 @@ from conftest import minmax, random_bn_model
 import ffcv_resnet
 from ffcv_resnet.errors import UserError
 from ffcv_resnet.explain.activations import feature_maps
-from ffcv_resnet.explain.cams import DEFAULT_METHODS, eigencam, METHODS, upsample_and_scale
+from ffcv_resnet.explain.cams import eigencam, upsample_and_scale
+from ffcv_resnet.explain.options import DEFAULT_METHODS, METHODS
 from ffcv_resnet.finished.checkpoint import load_checkpoint
 from ffcv_resnet.model import resnet18
 

@@ -34,13 +34,13 @@ from ffcv_resnet.training import recipe as T
     (["--data.workers", "100000000"], "bad value 100000000 for --data.workers"),
 ])
 def test_every_bad_option_is_one_config_error(args, message, tmp_path):
-    from ffcv_resnet.training.runner import parse_config
+    from ffcv_resnet.finished.settings import parse_config
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_config(["--run.dir", str(tmp_path / "r"), *args])
 
 
 def test_odd_yaml_and_huge_peaks_are_handled(tmp_path):
-    from ffcv_resnet.training.runner import parse_config
+    from ffcv_resnet.finished.settings import parse_config
     for text, message in [(b"\x00\xff", "cannot read config"),
                           (b"training:\n  epochs: null\n", "no value for 'training.epochs'"),
                           (b"run:\n  dir:\n", "no value for 'run.dir'")]:

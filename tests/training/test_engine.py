@@ -10,7 +10,7 @@ from ffcv_resnet.data.loaders import ffcv_loader, Shard, Stream
 from ffcv_resnet.errors import DataError, UserError
 from ffcv_resnet.training.distributed import World
 from ffcv_resnet.training.engine import augment_seed, check_data
-from ffcv_resnet.training.runner import parse_config
+from ffcv_resnet.finished.settings import parse_config
 
 
 def test_global_batch_and_shards_are_checked_before_any_work(learnable_data):

@@ -131,7 +131,7 @@ def test_the_calibration_recipe_is_the_published_scripts_hyperparameters():
     PyTorch's default initialisation."""
     from conftest import ROOT
     from ffcv_resnet.training.recipe import lr_factor, peak_lr
-    from ffcv_resnet.training.runner import parse_config
+    from ffcv_resnet.finished.settings import parse_config
     cfg = parse_config(["-C", str(ROOT / "configs" / "reference-26ep.yaml")])
     t, a = cfg.training, cfg.augment
     assert (t.epochs, t.batch_size, t.momentum, t.weight_decay, t.decay, t.label_smoothing,
@@ -155,7 +155,7 @@ def test_the_20_epoch_anchor_is_the_published_recipe_stretched_and_b_adds_only_i
     from conftest import ROOT
     from ffcv_resnet.config import as_dict, flatten
     from ffcv_resnet.training.recipe import lr_factor
-    from ffcv_resnet.training.runner import parse_config
+    from ffcv_resnet.finished.settings import parse_config
 
     def recipe(name):
         return flatten(as_dict(parse_config(["-C", str(ROOT / "configs" / name)])))

@@ -21,7 +21,8 @@ from ffcv_resnet.run_folder import RunFolder
 
 
 def _train_in_process(data, run_dir, *extra):
-    from ffcv_resnet.training.runner import parse_config, train_run
+    from ffcv_resnet.finished.settings import parse_config
+    from ffcv_resnet.training.runner import train_run
     cfg = parse_config(["--data.dir", str(data), "--run.dir", str(run_dir), *map(str, TRAIN_ARGS),
                         *map(str, extra)])
     return train_run(cfg, log=lambda *a, **k: None)
@@ -125,7 +126,8 @@ def test_one_run_per_folder_refuse_overwrite_and_mixed_files(trained_run, learna
 
 def test_resume_refuses_an_edited_config_and_accepts_auto_options(trained_run, learnable_data,
                                                                   tmp_path):
-    from ffcv_resnet.training.runner import parse_config, train_run
+    from ffcv_resnet.finished.settings import parse_config
+    from ffcv_resnet.training.runner import train_run
     run_dir = tmp_path / "r"
     shutil.copytree(trained_run, run_dir)
     for name in ("metrics.json", "model.pt", "errors.json", "curves.png"):
@@ -194,7 +196,7 @@ def test_rarely_used_options_do_what_they_say(learnable_data, tmp_path):
 
 
 def test_a_run_written_before_flip_modes_resumes_with_its_boolean(trained_run, tmp_path):
-    from ffcv_resnet.training.runner import parse_config
+    from ffcv_resnet.finished.settings import parse_config
     old = yaml.safe_load((trained_run / "config.yaml").read_text())
     old["augment"]["flip"] = True  # as runs wrote it when flip was a boolean
     (tmp_path / "r").mkdir()
