@@ -17,6 +17,9 @@ setup(
         "matplotlib",
         "pillow",
         "scipy",  # confidence intervals and tests (scipy.stats): a well-kept library over our own
+        # confident learning over the test probabilities (label issues among the errors): the
+        # reference implementation of Northcutt et al., not ours to rewrite; optional at run time
+        "cleanlab==2.9.0",
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
     package_data={"ffcv_resnet.explain": ["report_page.html"],  # the pages' templates
@@ -24,5 +27,7 @@ setup(
                   "ffcv_resnet.predict": ["predict_page.html"]},
     # playwright drives the system's chromium (apt) in the report's browser test: never
     # `playwright install`, no browser download
-    extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2"]},
+    # aum: the reference AUM (Pleiss et al.) the dynamics are held to
+    extras_require={"test": ["pytest", "pytest-timeout", "grad-cam==1.5.7", "playwright==1.65.2",
+                             "aum==1.0.2"]},
 )

@@ -82,8 +82,9 @@ class TestError:
     true: int
     predicted: int
     confidence: float  # p(predicted)
-    # explain's faithfulness scores, {method: {metric: {"pred": x, "true": y}}} (None: not
-    # scored; x or y None: a flat map); training writes none
+    # cleanlab flags its label as doubtful (finished/label_issues.py); None: not looked for
+    label_issue: bool | None = None
+    # faithfulness scores an older explain wrote into errors.json (read, never written now)
     scores: dict | None = None
 
 
@@ -97,9 +98,10 @@ class Errors:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for row in d["errors"]:  # rows without scores are written as training wrote them
-            if row["scores"] is None:
-                del row["scores"]
+        for row in d["errors"]:  # what was not computed is left out, not written as null
+            for key in ("label_issue", "scores"):
+                if row[key] is None:
+                    del row[key]
         return d
 
     @classmethod

@@ -1,8 +1,9 @@
 """The run folder's life cycle: one run per folder, each file stamped with the run's id.
 
 A run writes config.yaml first (it names the run id), then history.jsonl and last.pt after every
-epoch, then model.pt, errors.json and curves.png, and metrics.json last: a run is complete
-exactly when metrics.json exists. explain.py adds its outputs (EXPLAIN_FILES) with the same id.
+epoch, then model.pt, errors.json, curves.png, train_dynamics.npz (every training image's
+dynamics) and test_probs.npz (every test image's probabilities), and metrics.json last: a run is
+complete exactly when metrics.json exists. explain.py adds its outputs (EXPLAIN_FILES) with the same id.
 A process holds the folder's lock (.lock) while it trains or explains.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .records import dumps
 
 CONFIG, HISTORY, STATE = "config.yaml", "history.jsonl", "last.pt"
 CHECKPOINT, ERRORS, CURVES, METRICS = "model.pt", "errors.json", "curves.png", "metrics.json"
-TRAIN_FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, ERRORS, CURVES, METRICS)
+DYNAMICS, TEST_PROBS = "train_dynamics.npz", "test_probs.npz"  # every training image; the test
+TRAIN_FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, ERRORS, CURVES, DYNAMICS, TEST_PROBS, METRICS)
 # explain's outputs; explain.json is written last: its presence marks a finished pass
 GALLERY, MANIFEST, SUMMARY, OVERVIEW = "gallery", "manifest.csv", "summary.png", "overview.png"
 REPORT, SCREENSHOT, EXPLAIN_JSON = "report.html", "report.png", "explain.json"

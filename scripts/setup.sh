@@ -50,7 +50,7 @@ if [ ! -f .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, torchvision, ffcv, fastargs, pytorch_grad_cam, playwright" \
+  .venv/bin/python -c "import torch, torchvision, ffcv, fastargs, pytorch_grad_cam, playwright, cleanlab, aum" \
     || { echo "setup: installation failed (see pip's output above)" >&2; exit 1; }
   printf '%s' "$TORCH_SPEC" > .venv/.installed
 fi

@@ -62,6 +62,10 @@ class TrainConfig:
                       "airbench94's warm-started decay rate^every (step/total)^3); lookahead (the "
                       "same, written back into the weights at each update); off", AVERAGES)
     ema_every: int = option(5, "steps between two updates of the weight average")
+    dynamics: bool = option(True, "record every training image's dynamics (AUM, epochs right, "
+                            "forgetting events, mean and spread of p(label)) from the logits each "
+                            "step computes anyway, into train_dynamics.npz; explain's "
+                            "suspect-labels page reads it")
     ema_rate: float = option(0.95, "the weight average's decay per step (before the "
                              "(step/total)^3 warm start)")
     precision: str = option("auto", AUTO_PRECISION, PRECISIONS)

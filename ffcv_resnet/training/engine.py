@@ -120,7 +120,7 @@ def build_engine(cfg, meta: dict, device: torch.device, log=say,
     runner = T.prepare_model(model, tc, device, lambda m: D.wrap(m, device, w, tc.sync_bn))
     # rank 0 evaluates the eager model, compiled on its own: DDP is for training steps only
     scorer = (T.prepare_model(model, tc, device) if w.active else runner) if w.main else None
-    step = T.make_step(model, runner, tc, device, len(d.batches))
+    step = T.make_step(model, runner, tc, device, len(d.batches), meta["counts"]["train"])
 
     def score(images: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits = predict(scorer, images, batch_size=tc.eval_batch_size,

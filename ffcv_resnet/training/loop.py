@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import TrainingFailed
 from ..precision import autocast
 from .average import WeightAverage
+from .dynamics import Dynamics
 from .recipe import TrainConfig, make_optimizer, make_schedule, peak_lr
 from ..timing import Stopwatch
 
@@ -68,10 +69,13 @@ class Step:
     scaler: torch.amp.GradScaler | None
     cfg: TrainConfig
     average: WeightAverage | None = None  # the weight average (--training.ema), updated here
+    dynamics: Dynamics | None = None  # every training image's dynamics, updated here
     last_lr: float = 0.0  # the LR the latest step used (a Python float: reading it is no sync)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step; returns (summed loss, correct count) as device tensors (no sync)."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step; returns (summed loss, correct count) as device tensors (no sync).
+        `index`: the images' beton indices, for their dynamics (None: not recorded)."""
         x = x.contiguous(memory_format=torch.channels_last if self.cfg.channels_last
                          else torch.contiguous_format)  # the model's format (a no-op if it is)
         with autocast(x.device, self.cfg.precision):
@@ -90,6 +94,8 @@ class Step:
             self.scheduler.step()
         if self.average is not None:
             self.average.step()
+        if self.dynamics is not None and index is not None:
+            self.dynamics.update(logits, y, index)
         return loss.detach() * len(y), (logits.argmax(1) == y).sum()
 
 
@@ -98,7 +104,8 @@ class Step:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "average": self.average.state_dict() if self.average is not None else None}
+                "average": self.average.state_dict() if self.average is not None else None,
+                "dynamics": self.dynamics.state_dict() if self.dynamics is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -108,6 +115,8 @@ class Step:
             self.scaler.load_state_dict(state["scaler"])
         if self.average is not None:
             self.average.load_state_dict(state["average"])
+        if self.dynamics is not None and state.get("dynamics") is not None:
+            self.dynamics.load_state_dict(state["dynamics"])
 
     def evaluated(self):
         """A context in which the model holds the weights a run evaluates (the average, when
@@ -116,13 +125,16 @@ class Step:
 
 
 def make_step(model: nn.Module, runner: nn.Module, cfg: TrainConfig, device: torch.device,
-              steps_per_epoch: int) -> Step:
+              steps_per_epoch: int, images: int = 0) -> Step:
+    """The step of the recipe `cfg`; `images`: the training beton's images, whose dynamics it
+    records (0: none)."""
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     average = None if cfg.ema == "off" else WeightAverage(
         model, cfg.epochs * steps_per_epoch, cfg.ema_every, cfg.ema_rate, cfg.ema == "lookahead")
+    dynamics = Dynamics(images, device) if cfg.dynamics and images else None
     return Step(runner, optimizer, make_schedule(optimizer, cfg, steps_per_epoch), scaler, cfg,
-                average)
+                average, dynamics)
 
 
 def warm_up(model: nn.Module, step: Step, eval_fn, device: torch.device,
@@ -186,10 +198,12 @@ def train_one_epoch(loop: Epochs, epoch: int = 0) -> dict:
                         unit="batch")
     with Stopwatch(device) as t:
         for images, labels, index in iterator:
-            loss, right = step(loop.augment(images, index, epoch), labels)
+            loss, right = step(loop.augment(images, index, epoch), labels, index)
             loss_sum += loss
             correct += right
             seen += len(labels)
+    if step.dynamics is not None:
+        step.dynamics.end_epoch(loop.reduce)  # under torchrun: one sum over the processes
     weights = [p for g in step.optimizer.param_groups for p in g["params"]]
     finite = all_finite([loss_sum, *weights, *step.model.buffers()])
     totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, device=device,

@@ -23,11 +23,14 @@ from ..finished.checkpoint import save_model
 from ..finished.evaluate import find_errors
 from ..finished.settings import TrainSettings, recipe_of, resolved
 from ..records import Errors, Metrics, Session, TestError, write_json
-from ..run_folder import (CHECKPOINT, CURVES, ERRORS, HISTORY, METRICS, STATE, RunConfig,
-                          RunFolder, new_run_id, read_config, write_history)
+from ..finished.label_issues import label_issues, write_test_probs
+from ..run_folder import (CHECKPOINT, CURVES, DYNAMICS, ERRORS, HISTORY, METRICS, STATE,
+                          TEST_PROBS, RunConfig, RunFolder, new_run_id, read_config,
+                          write_history)
 from ..timing import Stopwatch
 from .checkpoint import ResumePoint, load_state, restore, save_state
 from .curves import plot_curves
+from .dynamics import write_dynamics
 from .engine import Engine, build_engine, check_data
 
 
@@ -175,10 +178,19 @@ class RunProgress:
             return None
         run_dir, d, tc = self.folder.path, self.e.data, self.cfg.training
         classes = d.meta["classes"]
-        errors = [TestError(**e) for e in find_errors(logits, d.labels, d.index)]
+        probs = logits.float().softmax(1).cpu().numpy()
+        labels, index = d.labels.cpu().numpy(), d.index.cpu().numpy()
+        doubtful, said = label_issues(labels, probs)
+        self.log(said)
+        flagged = set(index[doubtful].tolist()) if doubtful is not None else None
+        errors = [TestError(**e, label_issue=None if flagged is None else e["index"] in flagged)
+                  for e in find_errors(logits, d.labels, d.index)]
         save_model(run_dir / CHECKPOINT, self.e.model, self.run_id, d.test, classes)
         write_json(run_dir / ERRORS, Errors(self.run_id, classes, d.test, errors).to_dict())
         plot_curves(history, run_dir / CURVES, self.run_id)
+        write_test_probs(run_dir / TEST_PROBS, probs, index, labels, self.run_id)
+        if self.e.step.dynamics is not None:
+            write_dynamics(run_dir / DYNAMICS, self.e.step.dynamics, self.run_id)
         sessions = [Session(**s) for s in self.progress["sessions"]
                     + [self.session(len(history))]]  # this one's wall time ends here
         train_seconds = sum(h["train_seconds"] for h in history)

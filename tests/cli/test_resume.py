@@ -84,5 +84,8 @@ def test_a_run_with_every_lever_resumes_bit_identically(trained_run, learnable_d
     plain = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], plain[k]) for k in a)  # the levers changed what trained
+    import numpy as np  # and every training image's dynamics came through the kill exactly
+    da, db = np.load(whole / "train_dynamics.npz"), np.load(run_dir / "train_dynamics.npz")
+    assert all(np.array_equal(da[k], db[k], equal_nan=True) for k in da.files if k != "run_id")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (cfg["training"]["ema"], cfg["augment"]["flip"]) == ("lookahead", "alternate")

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, run_script, TRAIN_ARGS
+from conftest import ROOT, run_script, TRAIN_ARGS, write_batches
 
 from ffcv_resnet.run_folder import RunFolder
 from ffcv_resnet.training.recipe import TrainConfig
@@ -191,3 +191,41 @@ def test_each_script_declares_only_the_data_options_it_uses(script, takes, not_t
     assert r.returncode == 0, r.stderr
     offered = set(re.findall(r"--data\.\w+", r.stdout))
     assert set(takes) <= offered and not offered & set(not_taken), offered
+
+
+def test_wrong_training_labels_sink_to_the_bottom_of_the_aum_ranking(tmp_path):
+    """Ten of 160 training images given another class's label: train_dynamics.npz ranks them
+    lowest by AUM, far above chance, with every image seen every epoch."""
+    import numpy as np
+    from conftest import learnable_split
+    from ffcv_resnet.data.convert import prepare
+    train = learnable_split(16, 0)
+    flipped = np.random.default_rng(5).choice(len(train.labels), 10, replace=False)
+    labels = train.labels.copy()
+    labels[flipped] = (labels[flipped] + 1 + np.arange(10) % 9) % 10  # another class each
+    src = write_batches(tmp_path / "cifar-10-batches-py",
+                        {"train": type(train)(train.images, labels),
+                         "test": learnable_split(6, 1)})
+    prepare(tmp_path / "data", str(src), log=lambda *_: None)
+    run = tmp_path / "run"
+    r = run_script("scripts/train.py", "--data.dir", tmp_path / "data", "--run.dir", run,
+                   *TRAIN_ARGS, "--training.epochs", "6", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = np.load(run / "train_dynamics.npz")
+    assert str(d["run_id"]) == json.loads((run / "metrics.json").read_text())["run_id"]
+    assert d["seen_epochs"].tolist() == [6] * 160 and d["label"].tolist() == labels.tolist()
+    lowest = set(np.argsort(d["aum"])[:20].tolist())
+    assert len(lowest & set(flipped.tolist())) >= 8  # chance: 20 / 160 of 10, about 1
+
+
+def test_label_issues_in_errors_json_are_cleanlabs_on_the_runs_test_probabilities(trained_run):
+    import numpy as np
+    from cleanlab.filter import find_label_issues
+    t = np.load(trained_run / "test_probs.npz")
+    errors = json.loads((trained_run / "errors.json").read_text())["errors"]
+    assert t["probs"].shape == (60, 10) and np.allclose(t["probs"].sum(1), 1, atol=1e-5)
+    mask = find_label_issues(labels=t["label"], pred_probs=t["probs"])
+    flagged = set(t["index"][mask].tolist())
+    assert errors and all(e["label_issue"] == (e["index"] in flagged) for e in errors)
+    wrong = {e["index"] for e in errors}
+    assert wrong == set(t["index"][t["probs"].argmax(1) != t["label"]].tolist())

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,19 @@ def test_two_processes_train_one_run_with_equal_weights(ddp_runs, loader):
     params = [k for k in a if "running_" not in k and "num_batches" not in k]
     assert len(params) > 40 and all(torch.equal(a[k], b[k]) for k in params)
     assert all(torch.equal(a[k], saved[k]) for k in a)  # model.pt is what rank 0 trained
+
+
+@pytest.mark.parametrize("loader", ["ffcv", "resident"])
+def test_the_dynamics_of_two_processes_cover_every_image_every_epoch(ddp_runs, learnable_data,
+                                                                     loader):
+    """Each process records its shard's images and the epochs are summed over both: every
+    training image seen once an epoch, with its own label, and the sums of the epochs equal
+    the sums of its shard's forgetting and right epochs (no image counted twice)."""
+    _, labels = load_all(beton_path(learnable_data, "train"), torch.device("cpu"))
+    d = np.load(ddp_runs[loader] / "run" / "train_dynamics.npz")
+    assert d["seen_epochs"].tolist() == [3] * 160 and d["label"].tolist() == labels.tolist()
+    assert np.isfinite(d["aum"]).all() and (d["right_epochs"] <= 3).all()
+    assert (d["forgetting_events"] <= d["seen_epochs"] - 1).all() and int(d["epochs"]) == 3
 
 
 @pytest.mark.parametrize("loader", ["ffcv", "resident"])

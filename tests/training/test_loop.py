@@ -55,7 +55,8 @@ def test_warm_up_restores_weights_and_optimiser_exactly():
 
 def test_the_training_step_makes_no_host_sync(monkeypatch):
     """Per step nothing waits for the device: the syncs of an epoch of 5 batches are those of
-    an epoch of 1 (the epoch's one read of its totals), with every lever on."""
+    an epoch of 1 (the epoch's one read of its totals), with every lever on and every training
+    image's dynamics recorded."""
     from syncs import counting_syncs
     from ffcv_resnet.data.augment import AugmentConfig, BatchAugment
     from ffcv_resnet.data.loaders import Batch
@@ -70,7 +71,8 @@ def test_the_training_step_makes_no_host_sync(monkeypatch):
 
     def syncs(batches):
         model = resnet18()
-        step = make_step(model, model, cfg, cpu, steps_per_epoch=5)
+        step = make_step(model, model, cfg, cpu, steps_per_epoch=5, images=40)
+        assert step.dynamics is not None
         augment = BatchAugment(AugmentConfig(flip="alternate", cutout=8), cpu, images=40)
         with counting_syncs(monkeypatch) as seen:
             train_one_epoch(Epochs(step, batches, augment, None, cpu), epoch=1)
