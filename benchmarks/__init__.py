@@ -1,3 +1,3 @@
 """The benchmark suites; `SUITES` names them in the order the result pages list them."""
 
-SUITES = ("prepare", "loader", "gradcam", "train", "epoch", "startup", "scaling")
+SUITES = ("prepare", "loader", "gradcam", "train", "dynamics", "epoch", "startup", "scaling")

@@ -146,3 +146,52 @@ def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: in
                  f"{base / r['epoch_seconds']:.1f}x"] for r in records])
     return records, md
 
+
+
+def dynamics_cost(device: torch.device, batch_size: int, steps: int,
+                  repeats: int) -> tuple[list[dict], str]:
+    """What recording every training image's dynamics costs the default step on this device:
+    the same step with and without it, timed in turns (without, with, without, ...) so that
+    drift in the machine's speed falls on both alike; the median of each."""
+    import statistics
+    import time
+    from ffcv_resnet.timing import sync
+    cfg = resolved(R.TrainConfig(batch_size=batch_size), device)  # the default step here
+    images = 50_000  # the training beton's images, whose tensors the step indexes
+    x = torch.rand(batch_size, 3, 32, 32, device=device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    index = torch.randperm(images, device=device)[:batch_size]  # distinct, as in an epoch
+    steps_of = {}
+    for name, n in (("without dynamics", 0), ("with dynamics", images)):
+        torch.manual_seed(0)
+        model = resnet18()
+        runner = T.prepare_model(model, cfg, device)
+        steps_of[name] = T.make_step(model, runner, cfg, device, 10**6, images=n)
+        for _ in range(2):  # warm-up
+            steps_of[name](x, y, index)
+    seconds = {name: [] for name in steps_of}
+    for _ in range(repeats):
+        for name, step in steps_of.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(x, y, index)
+            sync(device)
+            seconds[name].append((time.perf_counter() - start) / steps)
+    base = statistics.median(seconds["without dynamics"])
+    records = [{"benchmark": "dynamics", "name": name, "batch_size": batch_size,
+                "precision": cfg.precision, "compile": cfg.compile,
+                "ms_per_step": 1000 * statistics.median(s), "all_ms_per_step":
+                [1000 * v for v in s], "images_per_second": batch_size / statistics.median(s),
+                "extra_fraction": statistics.median(s) / base - 1,
+                "timed": f"{steps} default training steps on device-resident random data, with "
+                         "and without recording every training image's dynamics, in turns "
+                         f"({repeats} each), after a warm-up; the median"}
+               for name, s in seconds.items()]
+    md = table(["training step", "ms/step", "images/s", "extra"],
+               [[r["name"], r["ms_per_step"], r["images_per_second"],
+                 f"{100 * r['extra_fraction']:+.2f}%"] for r in records])
+    return records, md + (f"\n\nThe default step ({cfg.precision}, compile {cfg.compile}) at "
+                          f"batch {batch_size}; recording updates six sums of the batch's "
+                          "images by index on the device (no host sync).")

@@ -122,6 +122,10 @@ def estimate(suite: str, d: Device, s: dict, asked: Asked = Asked()) -> float:
                        d.cost(timed, "compiled") for m in modes)
         flop_count = b * 0.04 / d.cores  # FlopCounterMode: one CPU forward and backward
         return eager + compiled + flop_count
+    if suite == "dynamics":  # two steps (with, without), warm-up and compile included
+        timed = 2 * (max(10, s["repeats"]) * s["steps"] + 2) * b
+        return d.cost(timed, "compiled") + (2 * COMPILE[d.kind]["default"]
+                                            if d.kind == "cuda" else 0.0)
     if suite == "epoch":
         n = passes * s["epoch_images"]
         usual = 2 * max(d.cost(n), n * PIL_TRANSFORM / d.workers)

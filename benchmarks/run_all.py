@@ -168,6 +168,8 @@ def main() -> None:
                                              s["repeats"]),
         "train": lambda: bench_train.ablation(device, s["batch_size"], s["steps"], s["repeats"],
                                               modes),
+        "dynamics": lambda: bench_train.dynamics_cost(device, s["batch_size"], s["steps"],
+                                                      max(10, s["repeats"])),
         "epoch": lambda: bench_train.end_to_end(data_dir, device, s["batch_size"],
                                                 s["epoch_images"], s["repeats"],
                                                 cfg.data.workers),
