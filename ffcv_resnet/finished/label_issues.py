@@ -1,9 +1,9 @@
-"""Label issues among a finished run's test images, from the run itself: its test probabilities
-are out of sample by construction (the model never trained on them), which is what cleanlab's
-confident learning (Northcutt et al. 2021) asks of its predicted probabilities, so
-`find_label_issues` over every test image flags the labels it finds doubtful. cleanlab is an
-optional dependency here: where it is not installed (the GPU machine's bare image) nothing is
-flagged and the run says why."""
+"""Label issues among a finished run's test images, from the run itself, by cleanlab's confident
+learning: the run's test probabilities are out of sample by construction (the model never
+trained on them), which is what confident learning (Northcutt and others, 2021) asks of its
+predicted probabilities, so `find_label_issues` over every test image flags the labels it finds
+doubtful. cleanlab is an optional dependency here: where it is not installed (the GPU machine's
+bare image) nothing is flagged and the run says why."""
 from __future__ import annotations
 
 from pathlib import Path
