@@ -31,7 +31,9 @@ TRAIN_FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, ERRORS, CURVES, DYNAMICS, TES
 # explain's outputs; explain.json is written last: its presence marks a finished pass
 GALLERY, MANIFEST, SUMMARY, OVERVIEW = "gallery", "manifest.csv", "summary.png", "overview.png"
 REPORT, SCREENSHOT, EXPLAIN_JSON = "report.html", "report.png", "explain.json"
-EXPLAIN_FILES = (GALLERY, MANIFEST, SUMMARY, OVERVIEW, REPORT, SCREENSHOT, EXPLAIN_JSON)
+SUSPECTS_HTML, SUSPECTS_CSV = "suspect_labels.html", "suspect_labels.csv"
+EXPLAIN_FILES = (GALLERY, MANIFEST, SUMMARY, OVERVIEW, REPORT, SCREENSHOT, SUSPECTS_HTML,
+                 SUSPECTS_CSV, EXPLAIN_JSON)
 LOCK = ".lock"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 import sys
@@ -21,6 +22,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ["FFCV_RESNET_OFFLINE"] = "1"  # nothing fetched from the network, in every script run
 
 import py2pickle  # noqa: E402
 from ffcv_resnet.data.betons import beton_path  # noqa: E402

@@ -93,7 +93,17 @@ def paired(a: RunRecord, b: RunRecord, seed: int) -> dict:
             "broke": broke.tolist(), "mcnemar_p": mcnemar_p(len(fixed), len(broke)),
             "difference": diff, "difference_ci95": ci, "per_class": per_class,
             "confusion_change": (_confusion(b) - _confusion(a)).tolist(),
+            "label_suspect": {"fixed": _flagged(a, fixed), "broke": _flagged(b, broke)},
             "verdict": verdict(diff, ci)}
+
+
+def _flagged(r: RunRecord, indices: np.ndarray) -> int | None:
+    """How many of `indices`, errors of `r`, cleanlab flags as label-suspect in r's
+    errors.json (None: a run that did not look)."""
+    flags = {e.index: e.label_issue for e in r.errors.errors}
+    if any(flags.get(int(i)) is None for i in indices):
+        return None
+    return sum(bool(flags[int(i)]) for i in indices)
 
 
 def grouped(a: list[RunRecord], b: list[RunRecord], seed: int) -> dict:
@@ -257,6 +267,10 @@ def compare_runs(cfg: CompareSettings, log=print) -> dict:
     atomic_write_bytes(out / COMPARE_HTML, page.encode())
     write_json(out / COMPARE_JSON, record)
     log(line)
+    ls = c.get("label_suspect") or {}
+    if ls.get("fixed") is not None and ls.get("broke") is not None:
+        log(f"label-suspect (cleanlab, in each run's errors.json): {ls['fixed']} of the "
+            f"{len(c['fixed'])} fixed, {ls['broke']} of the {len(c['broke'])} broken")
     log(f"-> {out / COMPARE_JSON}, {out / COMPARE_HTML}")
     return record
 

@@ -17,25 +17,18 @@ from ..finished.run import (FinishedRun, check_data_matches, load_error_images,
 from ..precision import resolve_precision
 from ..records import write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW,
-                          REPORT, SCREENSHOT, SUMMARY, RunFolder)
+                          REPORT, SCREENSHOT, SUMMARY, SUSPECTS_CSV, SUSPECTS_HTML, RunFolder)
 from ..timing import Stopwatch
 from .activations import check_layer
 from .analysis import PassConfig, PassResult, explain_errors
 from .options import ExplainConfig, ExplainSettings
 from .browser import screenshot_report, screenshot_skipped
 from .gallery import Explained, confusion_from_errors
+from .labels import LabelEvidence, human_labels
 from .render import overview_images, publish, render_outputs, staging_folder
 from .report import ReportContext
 from .scores import summarise
-
-def report_context(run: FinishedRun, e: Explained, settings: dict) -> ReportContext:
-    """What the report shows about the run and about this explain pass."""
-    return ReportContext(
-        run.run_id, run.classes, confusion_from_errors(e, run.test.class_counts),
-        run.metrics.to_dict(), run.history, run.config, settings, settings["page_size"],
-        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if settings["overview"] else []) +
-        [ERRORS, METRICS, EXPLAIN_JSON])
-
+from .suspects import read_dynamics, suspects, write_suspects
 
 @dataclass(frozen=True)
 class Where:
@@ -45,6 +38,19 @@ class Where:
     train_count: int  # the training images the overview draws from
     device: torch.device
     no_screenshot: str | None  # why no screenshot is taken (None: one is)
+    labels: LabelEvidence  # each error's label: cleanlab's flag, people's votes, the audit
+    dynamics: dict | None  # every training image's dynamics, for the suspect-labels page
+
+
+def report_context(run: FinishedRun, e: Explained, settings: dict,
+                   where: Where) -> ReportContext:
+    """What the report shows about the run and about this explain pass."""
+    suspects = [SUSPECTS_HTML, SUSPECTS_CSV] if where.dynamics is not None else []
+    return ReportContext(
+        run.run_id, run.classes, confusion_from_errors(e, run.test.class_counts),
+        run.metrics.to_dict(), run.history, run.config, settings, settings["page_size"],
+        [MANIFEST, CURVES, SUMMARY] + ([OVERVIEW] if settings["overview"] else []) +
+        suspects + [ERRORS, METRICS, EXPLAIN_JSON], where.labels)
 
 
 def pass_config(ex: ExplainConfig, precision: str, tta: str) -> PassConfig:
@@ -75,16 +81,22 @@ def write_outputs(run: FinishedRun, e: Explained, ex: ExplainConfig, settings: d
     staging = staging_folder(run_dir)
     try:
         with Stopwatch(where.device) as render_time:
-            ctx = report_context(run, e, settings)
+            ctx = report_context(run, e, settings, where)
             overview = overview_images(where.data_dir, run.classes, where.train_count) \
                 if ex.overview else None
             pages = render_outputs(e, ctx, staging, overview)
+            if where.dynamics is not None:  # the page the report links to
+                pc = pass_config(ex, settings["precision"], run.test.tta)
+                s = suspects(run.model, where.data_dir, where.dynamics, ex.suspects, pc)
+                write_suspects(staging, s, where.dynamics, run.classes, rid,
+                               (SUSPECTS_HTML, SUSPECTS_CSV))
         say(f"rendering: {len(pages)} page(s), sprites, manifest, figures and report in "
             f"{render_time.seconds:.1f} s -> {run_dir / REPORT}")
         for name in (CURVES, ERRORS, METRICS):  # what the report links to, for the screenshot
             (staging / name).symlink_to(run_dir / name)
-        say(screenshot_report(staging / REPORT, staging / SCREENSHOT, rid, ex.screenshot,
-                              where.no_screenshot))
+        said = screenshot_report(staging / REPORT, staging / SCREENSHOT, rid, ex.screenshot,
+                                 where.no_screenshot)
+        say(said.replace(str(staging), str(run_dir)))  # where it will be once swapped in
         for name in (CURVES, ERRORS, METRICS):
             (staging / name).unlink()
         best = settings["faithfulness"].get("most_faithful")
@@ -113,8 +125,15 @@ def explain_run(cfg: ExplainSettings) -> None:
         run = load_finished_run(folder, device)
         run.model.to(memory_format=torch.channels_last)  # the layout of the batches it gets
         check_layer(run.model, ex.layer)
-        train_count = check_data_matches(run.test, data_dir)["counts"]["train"]
+        meta = check_data_matches(run.test, data_dir)
+        train_count = meta["counts"]["train"]
         images = load_error_images(data_dir, run.errors, device)
+        human, human_said = human_labels(data_dir, meta) if ex.human_labels == "auto" else (
+            None, "human labels: off (--explain.human_labels off)")
+        say(human_said)
+        dynamics, said = read_dynamics(run_dir, run.run_id, train_count) if ex.suspects else (
+            None, "no suspect-labels page (--explain.suspects 0)")
+        say(said)
         pc = pass_config(ex, precision, run.test.tta)
         n = len(run.errors)
         result = explain_errors(run.model, images, run.errors, pc,
@@ -132,5 +151,8 @@ def explain_run(cfg: ExplainSettings) -> None:
                 + ("" if result.scored == n else " (a seeded sample: --explain.scored all "
                    "scores every error)"))
         settings = pass_settings(ex, pc, result, device, run.classes)
+        labels = LabelEvidence.of(run.errors, human, human_said)
+        settings["labels"] = labels.summary
         write_outputs(run, result.explained, ex, settings,
-                      Where(run_dir, data_dir, train_count, device, no_screenshot))
+                      Where(run_dir, data_dir, train_count, device, no_screenshot, labels,
+                            dynamics))

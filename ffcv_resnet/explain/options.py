@@ -45,6 +45,13 @@ class ExplainConfig:
     steps: int = option(16, "steps of the deletion and insertion curves")
     seed: int = option(0, "seed of ROAD's noise and of the scored sample")
     overview: bool = option(True, "also draw 10 random training images per class")
+    suspects: int = option(200, "training images on the suspect-labels page, lowest AUM (the "
+                           "run's train_dynamics.npz) first (0: no page; suspect_labels.csv "
+                           "lists every one anyway)")
+    human_labels: str = option("auto", "human labels of the test errors (CIFAR-10H and the "
+                               "published audit of the test set): auto (fetched once beside "
+                               "the betons, checked by SHA-256, where the data is in the "
+                               "official order), off", ("auto", "off"))
     screenshot: str = option("auto", "report.png, the report at desktop width in headless "
                              "Chromium: auto (if chromium and playwright are installed), on (an "
                              "error if not), off", ("auto", "on", "off"))
@@ -52,6 +59,7 @@ class ExplainConfig:
     def validate(self, prefix: str) -> None:
         require_range(prefix, self, "batch_size", 1)
         require_range(prefix, self, "page_size", 1)
+        require_range(prefix, self, "suspects", 0, 50_000)
         require_range(prefix, self, "noise", 0, 1)
         require_range(prefix, self, "steps", 1, 1024)
         require_range(prefix, self, "seed", 0, 2**31 - 1)

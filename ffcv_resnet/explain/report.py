@@ -14,6 +14,7 @@ from ..io import atomic_write_bytes
 from ..run_folder import GALLERY, REPORT
 from ..pages import fill_page
 from .gallery import SPRITE_ROWS, Explained, page_name, sprite_name
+from .labels import LabelEvidence
 
 TEMPLATE = Path(__file__).with_name("report_page.html")
 
@@ -30,16 +31,19 @@ class ReportContext:
     explain: dict  # how explain ran: methods, metrics, settings, timings, the faithfulness table
     page_size: int  # errors per gallery page
     links: list[str]  # the run folder's other files to link, e.g. manifest.csv
+    labels: LabelEvidence | None = None  # what is known of each error's label
 
 
 def _score(x: float) -> float | None:
     return None if np.isnan(x) else round(float(x), 5)
 
 
-def error_rows(e: Explained, page_size: int) -> list[dict]:
+def error_rows(e: Explained, page_size: int, labels: LabelEvidence | None = None) -> list[dict]:
     """One JSON object per error, in the gallery's order, with its sprite sheet, row and page,
-    each method's flat-map flags [pred, true] and scores {metric: [pred, true]}."""
-    return [{"index": int(e.index[i]), "true": int(e.true[i]), "predicted": int(e.predicted[i]),
+    each method's flat-map flags [pred, true], scores {metric: [pred, true]} and what is known
+    of its label."""
+    labels = labels or LabelEvidence({}, {})
+    return [{"index": int(e.index[i]), "label": labels.row(int(e.index[i]), int(e.true[i])), "true": int(e.true[i]), "predicted": int(e.predicted[i]),
              "p_pred": round(float(e.p_pred[i]), 6), "p_true": round(float(e.p_true[i]), 6),
              "flat": {method: [bool(e.empty[m, 0, i]), bool(e.empty[m, 1, i])]
                       for m, method in enumerate(e.methods)},
@@ -58,7 +62,8 @@ def report_data(e: Explained, ctx: ReportContext) -> dict:
     return {"run_id": ctx.run_id, "classes": list(ctx.classes),
             "confusion": np.asarray(ctx.confusion).tolist(), "metrics": ctx.metrics,
             "history": ctx.history, "config": ctx.config, "explain": explain,
-            "methods": list(e.methods), "errors": error_rows(e, ctx.page_size), "pages": pages,
+            "methods": list(e.methods), "errors": error_rows(e, ctx.page_size, ctx.labels),
+            "labels": ctx.labels.summary if ctx.labels else {}, "pages": pages,
             "sprites": {m: [f"{GALLERY}/{sprite_name(k, m)}" for k in range(-(-n // SPRITE_ROWS))]
                         for m in e.methods},
             "links": pages + ctx.links}

@@ -2,6 +2,7 @@
 held to scipy."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -85,3 +86,22 @@ def test_statistics_against_scipy_and_by_hand():
     assert welch(np.array([0.9]), np.array([0.91, 0.92])) is None
     assert verdict(0.01, [0.001, 0.02]) == "B is better"
     assert verdict(-0.01, [-0.02, -0.001]) == "A is better"
+
+
+def test_fixed_and_broken_images_count_their_label_suspects(tmp_path):
+    a = fake_run(tmp_path, "a", {i: 1 - TWO_CLASS_LABELS[i] for i in range(6)}, TWO_CLASS_LABELS,
+                 "ra")
+    b = fake_run(tmp_path, "b", {i: 1 - TWO_CLASS_LABELS[i] for i in range(4, 9)},
+                 TWO_CLASS_LABELS, "rb")
+    for run, flagged in ((a, {0, 2}), (b, {7})):  # as training marks them in errors.json
+        doc = json.loads((run / "errors.json").read_text())
+        for e in doc["errors"]:
+            e["label_issue"] = e["index"] in flagged
+        (run / "errors.json").write_text(json.dumps(doc))
+    (ra,), (rb,) = read_sides([str(a)], [str(b)])
+    c = comparison([ra], [rb], seed=0)
+    assert c["fixed"] == [0, 1, 2, 3] and c["broke"] == [6, 7, 8]
+    assert c["label_suspect"] == {"fixed": 2, "broke": 1}
+    (plain,), _ = read_sides([str(fake_run(tmp_path, "c", {0: 1}, TWO_CLASS_LABELS, "rc"))],
+                             [str(b)])
+    assert comparison([plain], [rb], seed=0)["label_suspect"]["fixed"] is None  # not looked for

@@ -229,3 +229,115 @@ def test_screenshot_on_without_a_browser_is_refused_before_any_work(monkeypatch,
                                   str(tmp_path / "nowhere"), "--explain.screenshot", "on"])
     with pytest.raises(UserError, match="^--explain.screenshot on: .*no chromium"):
         explain_run(cfg)
+
+
+@needs_browser
+@pytest.mark.timeout(300)
+def test_the_suspect_labels_page_in_chromium(explained):
+    """The lowest-AUM training images, each image and its two maps from the page's one sheet,
+    the filters working, the CSV of every training image beside it, linked from the report."""
+    import numpy as np
+    from ffcv_resnet.explain.browser import chromium_page
+    run_dir, _, stdout = explained
+    d = np.load(run_dir / "train_dynamics.npz")
+    assert "suspect labels: the lowest AUM of 160 training images" in stdout
+    csv_rows = (run_dir / "suspect_labels.csv").read_text().splitlines()
+    assert len(csv_rows) == 161 and csv_rows[0].startswith("index,label,aum")
+    assert int(csv_rows[1].split(",")[0]) == int(np.argmin(d["aum"]))  # lowest AUM first
+    with chromium_page() as p:
+        page = Page(p, run_dir / "suspect_labels.html")
+        rows = p.evaluate("""() => [...document.querySelectorAll('#rows tr')].filter(
+            (tr) => !tr.hidden).map((tr) => [+tr.dataset.index, +tr.dataset.given,
+                                             +tr.dataset.top])""")
+        assert len(rows) == 160 and [r[0] for r in rows] == np.argsort(d["aum"], kind="stable"
+                                                                      ).tolist()
+        assert all(given == int(d["label"][i]) for i, given, _ in rows)
+        p.check("#only-disagree")
+        shown = int(page.text("#shown-count"))
+        assert shown == sum(top != given for _, given, top in rows) and shown < 160
+        sizes = p.evaluate("""async () => { const img = new Image();
+            img.src = getComputedStyle(document.querySelector('.tile')).backgroundImage
+              .slice(5, -2); await img.decode(); return [img.naturalWidth, img.naturalHeight]; }""")
+        assert sizes == [96, 32 * 160]
+        assert page.problems == []
+        report = Page(p, run_dir / "report.html")
+        links = p.evaluate("() => [...document.querySelectorAll('#file-links a')]"
+                           ".map((a) => a.getAttribute('href'))")
+        assert "suspect_labels.html" in links and "suspect_labels.csv" in links
+        assert report.problems == []
+
+
+@needs_browser
+@pytest.mark.timeout(300)
+def test_the_label_column_and_filter_in_chromium(trained_run, learnable_data, tmp_path,
+                                                 monkeypatch):
+    """With people's votes and the audit cached beside the betons (files in their published
+    formats, made for this data): each error's marks, the counts, and the 'label suspect'
+    filter showing exactly the errors whose label is in doubt."""
+    import dataclasses
+    import hashlib
+    import io as _io
+    import numpy as np
+    from ffcv_resnet.config import parse
+    from ffcv_resnet.explain import explain as E
+    from ffcv_resnet.explain import labels as L
+    from ffcv_resnet.explain.browser import chromium_page
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(learnable_data, data)
+    errors = json.loads((run / "errors.json").read_text())["errors"]
+    t = np.load(run / "test_probs.npz")
+    counts = np.zeros((60, 10), np.int64)
+    counts[np.arange(60), t["label"]] = 30
+    chose_model = [e for e in errors[:4]]
+    for e in chose_model:  # most people side with the model on these
+        counts[e["index"], e["predicted"]] = 40
+    audit = [{"id": errors[-1]["index"], "mturk": {"given": 2, "guessed": 3, "neither": 0,
+                                                    "both": 0}}]
+    (data / L.HUMAN_DIR).mkdir()
+    buf = _io.BytesIO()
+    np.save(buf, counts)
+    (data / L.HUMAN_DIR / L.COUNTS.name).write_bytes(buf.getvalue())
+    (data / L.HUMAN_DIR / L.AUDIT.name).write_text(json.dumps(audit))
+    sha = {f.name: hashlib.sha256((data / L.HUMAN_DIR / f.name).read_bytes()).hexdigest()
+           for f in L.FILES}
+    monkeypatch.setattr(L, "FILES", tuple(dataclasses.replace(f, sha256=sha[f.name])
+                                          for f in L.FILES))
+    E.explain_run(parse(E.ExplainSettings, ["--run.dir", str(run), "--data.dir", str(data),
+                                            "--explain.metrics", "", "--explain.suspects", "8",
+                                            "--explain.screenshot", "off"]))
+    summary = json.loads((run / "explain.json").read_text())["labels"]
+    suspect = {e["index"] for e in errors if e.get("label_issue") or e in chose_model
+               or e is errors[-1]}
+    assert summary["humans_chose_model"] == 4 and summary["audit_wrong"] == 1
+    assert summary["suspect"] == len(suspect)
+    with chromium_page() as p:
+        page = Page(p, run / "report.html")
+        assert f"Label suspect: {len(suspect)} of the {len(errors)} errors" in page.text(
+            "#labels-note")
+        p.select_option("#filter-label", "suspect")
+        assert {r["index"] for r in page.visible_rows()} == suspect
+        p.select_option("#filter-label", "clean")
+        assert not {r["index"] for r in page.visible_rows()} & suspect
+        marks = p.evaluate("() => [...document.querySelectorAll('td.label .mark')]"
+                           ".map((m) => m.textContent)")
+        assert marks.count("audit: label wrong") == 1
+        assert marks.count("cleanlab: doubtful") == sum(bool(e.get("label_issue"))
+                                                         for e in errors)
+        assert len(p.query_selector_all("td.label .votes")) == len(errors)
+        assert page.problems == []
+
+
+def test_a_damaged_dynamics_file_is_one_line_and_the_report_is_still_drawn(trained_run,
+                                                                            learnable_data,
+                                                                            tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "train_dynamics.npz").write_bytes(b"PK\x03\x04 not a zip at all")
+    r = run_script("scripts/explain.py", "--run.dir", run, "--data.dir", learnable_data,
+                   "--explain.metrics", "", "--explain.screenshot", "off", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [x for x in r.stdout.splitlines() if "suspect-labels" in x]
+    assert len(lines) == 1 and lines[0].startswith(f"no suspect-labels page: {run}/"
+                                                   "train_dynamics.npz is unreadable")
+    assert (run / "report.html").is_file() and not (run / "suspect_labels.html").exists()
