@@ -163,6 +163,7 @@ def trained_run(learnable_data, tmp_path_factory) -> Path:
     r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir", run_dir,
                    *TRAIN_ARGS, "--run.keep_last", "true")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]  # no child process's either
     return run_dir
 
 

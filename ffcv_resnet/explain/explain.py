@@ -28,7 +28,7 @@ from .labels import LabelEvidence, human_labels
 from .render import overview_images, publish, render_outputs, staging_folder
 from .report import ReportContext
 from .scores import summarise
-from .suspects import read_dynamics, suspects, write_suspects
+from .suspects import TrainDynamics, read_dynamics, suspects, write_suspects
 
 @dataclass(frozen=True)
 class Where:
@@ -39,7 +39,7 @@ class Where:
     device: torch.device
     no_screenshot: str | None  # why no screenshot is taken (None: one is)
     labels: LabelEvidence  # each error's label: cleanlab's flag, people's votes, the audit
-    dynamics: dict | None  # every training image's dynamics, for the suspect-labels page
+    dynamics: TrainDynamics | None  # every training image's dynamics, for the suspect-labels page
 
 
 def report_context(run: FinishedRun, e: Explained, settings: dict,

@@ -31,22 +31,43 @@ COLUMNS = ("index", "label", "aum", "right_epochs", "forgetting_events", "p_mean
            "seen_epochs")
 
 
-def read_dynamics(run_dir: Path, run_id: str, images: int) -> tuple[dict | None, str]:
-    """The run's train_dynamics.npz as arrays, or None and the one line saying why."""
+@dataclass(frozen=True)
+class TrainDynamics:
+    """train_dynamics.npz, read: every training image's figures (by beton index; AUM and the
+    p(label) figures are NaN for an image never trained on, as with --data.train_subset)."""
+    index: np.ndarray
+    label: np.ndarray
+    aum: np.ndarray
+    right_epochs: np.ndarray
+    forgetting_events: np.ndarray
+    p_mean: np.ndarray
+    p_std: np.ndarray
+    seen_epochs: np.ndarray
+    epochs: int
+
+    @property
+    def seen(self) -> int:
+        """How many training images the run trained on."""
+        return int(np.isfinite(self.aum).sum())
+
+
+def read_dynamics(run_dir: Path, run_id: str, images: int) -> tuple[TrainDynamics | None, str]:
+    """The run's train_dynamics.npz, or None and the one line saying why."""
     path = Path(run_dir) / DYNAMICS
     if not path.is_file():
         return None, (f"no suspect-labels page: {path.name} is missing (a run made before "
                       "runs recorded their dynamics, or with --training.dynamics false)")
     try:
         with np.load(path, allow_pickle=False) as f:
-            d = {k: f[k] for k in f.files}
-        ok = str(d["run_id"]) == run_id and all(len(d[k]) == images for k in COLUMNS)
+            ok = str(f["run_id"]) == run_id and all(len(f[k]) == images for k in COLUMNS)
+            d = (TrainDynamics(**{k: f[k] for k in COLUMNS}, epochs=int(f["epochs"]))
+                 if ok else None)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         return None, f"no suspect-labels page: {path} is unreadable ({str(e)[:100]})"
-    if not ok:
+    if d is None:
         return None, (f"no suspect-labels page: {path} is another run's, or not of the "
                       f"{images} training images")
-    return d, f"suspect labels: the lowest AUM of {images} training images"
+    return d, f"suspect labels: the lowest AUM of the {d.seen} training images the run saw"
 
 
 @dataclass
@@ -60,11 +81,11 @@ class Suspects:
     sheet: np.ndarray  # (k * 32, 96, 3) uint8: image | map of the model's class | of the given
 
 
-def suspects(model: nn.Module, data_dir: Path, dyn: dict, k: int, cfg: PassConfig) -> Suspects:
+def suspects(model: nn.Module, data_dir: Path, dyn: TrainDynamics, k: int, cfg: PassConfig) -> Suspects:
     """The k training images of lowest AUM, predicted and mapped by the finished model."""
     device = next(model.parameters()).device
-    order = np.argsort(dyn["aum"], kind="stable")
-    order = order[np.isfinite(dyn["aum"][order])][:k]
+    order = np.argsort(dyn.aum, kind="stable")
+    order = order[np.isfinite(dyn.aum[order])][:k]
     idx = np.sort(order)  # the loader reads in beton order
     images, labels = load_all(beton_path(data_dir, "train"), device, indices=idx)
     pos = {int(i): n for n, i in enumerate(idx)}
@@ -84,34 +105,34 @@ def suspects(model: nn.Module, data_dir: Path, dyn: dict, k: int, cfg: PassConfi
                     probs[rows, given].cpu().numpy(), probs[rows, top].cpu().numpy(), sheet)
 
 
-def suspects_csv(dyn: dict) -> str:
+def suspects_csv(dyn: TrainDynamics) -> str:
     """Every training image's figures, lowest AUM first (never-seen images last)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     def cell(column: str, i: int):
-        v = dyn[column][i]
+        v = getattr(dyn, column)[i]
         if column in ("aum", "p_mean", "p_std"):
             return f"{v:.6f}" if np.isfinite(v) else ""  # blank: never seen
         return int(v)
-    aum = np.where(np.isfinite(dyn["aum"]), dyn["aum"], np.inf)
+    aum = np.where(np.isfinite(dyn.aum), dyn.aum, np.inf)
     for i in np.argsort(aum, kind="stable"):
         w.writerow([cell(c, i) for c in COLUMNS])
     return buf.getvalue()
 
 
-def write_suspects(folder: Path, s: Suspects, dyn: dict, classes: list[str], run_id: str,
+def write_suspects(folder: Path, s: Suspects, dyn: TrainDynamics, classes: list[str], run_id: str,
                    names: tuple[str, str]) -> None:
     """suspect_labels.html and suspect_labels.csv (`names`) into `folder`."""
     html_name, csv_name = names
     rows = [{"rank": r + 1, "index": int(i), "given": int(s.given[r]), "top": int(s.top[r]),
              "p_given": round(float(s.p_given[r]), 4), "p_top": round(float(s.p_top[r]), 4),
-             "aum": round(float(dyn["aum"][i]), 4),
-             "forgetting": int(dyn["forgetting_events"][i]),
-             "right": int(dyn["right_epochs"][i]), "seen": int(dyn["seen_epochs"][i])}
+             "aum": round(float(dyn.aum[i]), 4),
+             "forgetting": int(dyn.forgetting_events[i]),
+             "right": int(dyn.right_epochs[i]), "seen": int(dyn.seen_epochs[i])}
             for r, i in enumerate(s.index)]
     data = {"run_id": run_id, "classes": list(classes), "rows": rows,
-            "images": int(len(dyn["index"])), "epochs": int(dyn["epochs"]), "csv": csv_name,
+            "images": dyn.seen, "epochs": dyn.epochs, "csv": csv_name,
             "sheet": data_uri(array_png_bytes(s.sheet)) if len(rows) else ""}
     atomic_write_bytes(Path(folder) / csv_name, suspects_csv(dyn).encode())
     atomic_write_bytes(Path(folder) / html_name,

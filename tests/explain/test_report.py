@@ -240,7 +240,7 @@ def test_the_suspect_labels_page_in_chromium(explained):
     from ffcv_resnet.explain.browser import chromium_page
     run_dir, _, stdout = explained
     d = np.load(run_dir / "train_dynamics.npz")
-    assert "suspect labels: the lowest AUM of 160 training images" in stdout
+    assert "suspect labels: the lowest AUM of the 160 training images the run saw" in stdout
     csv_rows = (run_dir / "suspect_labels.csv").read_text().splitlines()
     assert len(csv_rows) == 161 and csv_rows[0].startswith("index,label,aum")
     assert int(csv_rows[1].split(",")[0]) == int(np.argmin(d["aum"]))  # lowest AUM first
