@@ -22,7 +22,7 @@ setup(
         "cleanlab==2.9.0",
         "setuptools",  # ffcv's build imports distutils, which Python 3.12 no longer ships
     ],
-    package_data={"ffcv_resnet.explain": ["report_page.html"],  # the pages' templates
+    package_data={"ffcv_resnet.explain": ["report_page.html", "suspects_page.html"],  # the pages' templates
                   "ffcv_resnet.compare": ["compare_page.html"],
                   "ffcv_resnet.predict": ["predict_page.html"]},
     # playwright drives the system's chromium (apt) in the report's browser test: never

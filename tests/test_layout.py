@@ -124,3 +124,16 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
             if "://" in target:
                 continue
             assert (page.parent / target).exists(), f"{page.name}: dead link {target}"
+
+
+def test_every_file_the_library_reads_beside_its_modules_is_installed_with_it():
+    """A page template missing from setup.py's package_data works in a checkout and fails in an
+    installed copy: every non-Python file inside the package is listed."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "setup")
+    data = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "package_data"))
+    listed = {f"{pkg.replace('.', '/')}/{name}" for pkg, names in data.items() for name in names}
+    present = {str(p.relative_to(ROOT)) for p in PKG.rglob("*") if p.is_file()
+               and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    assert present == listed, (present ^ listed)

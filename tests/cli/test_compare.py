@@ -118,6 +118,9 @@ def test_the_page_in_chromium(pair):
         assert page.text("#verdict") == c["summary"]
         assert page.text("#fixed-count") == str(len(c["fixed"]))
         assert page.text("#broke-count") == str(len(c["broke"]))
+        for kind in ("fixed", "broke"):  # each run's cleanlab flags among them
+            assert page.text(f"#{kind}-suspects") == (
+                f", {c['label_suspect'][kind]} label-suspect (cleanlab)")
         rows = p.evaluate("""() => [...document.querySelectorAll('#tile-rows tr')].map(
             (tr) => [+tr.dataset.index, tr.dataset.kind])""")
         assert sorted(map(tuple, rows)) == sorted((r["index"], r["kind"]) for r in c["shown"])

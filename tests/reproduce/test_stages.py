@@ -324,8 +324,9 @@ def test_the_device_command_brings_back_few_small_files_and_its_commit(learnable
     reproduce_part = command.split("python3 ", 1)[1].split(" > ", 1)[0]
     out = tmp_path / "OUT"
     out.mkdir()
-    args = shlex.split(reproduce_part.replace("$OUT", str(out)).replace(
-        "/tmp/", f"{tmp_path}/").replace(f"--data.source {tmp_path}/cifar", ""))
+    # the machine's /tmp paths move into tmp_path first: $OUT is itself under /tmp here
+    args = shlex.split(reproduce_part.replace("/tmp/", f"{tmp_path}/").replace(
+        "$OUT", str(out)).replace(f"--data.source {tmp_path}/cifar", ""))
     args = [str(learnable_data) if a == f"{tmp_path}/data" else a for a in args]
     with open(out / "console.log", "w") as log:
         r = subprocess.run([sys.executable, *args, "--reproduce.bench", "false",

@@ -185,8 +185,10 @@ def test_evaluation_equals_a_single_process_evaluation_of_the_saved_weights(
 def test_killing_one_process_ends_the_other_and_the_run_resumes_exactly(
         ddp_runs, learnable_data, tmp_path):
     run = tmp_path / "run"
+    # the recipe of ddp_runs["ffcv"] (alternate flip: each image's flips survive the kill)
     p = subprocess.Popen([*TORCHRUN, str(ROOT / "tests" / "dist_probe.py"), "--data.dir",
-                          str(learnable_data), "--run.dir", str(run), *TRAIN_ARGS],
+                          str(learnable_data), "--run.dir", str(run), *TRAIN_ARGS,
+                          "--augment.flip", "alternate"],
                          cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env={**os.environ, "PROBE_DIR": str(tmp_path)})
     _until(lambda: (run / "last.pt").exists() or p.poll() is not None, "epoch 1's last.pt")
