@@ -1,18 +1,26 @@
 """Record one finished training run's figures as benchmarks/results/run-<name>.json and its
-table run-<name>.md, for runs made outside `scripts/reproduce.py` (a full-size CPU run, say).
+table run-<name>.md, for runs made outside `scripts/reproduce.py` (a full-size CPU run, say),
+and keep its files (metrics.json, history.jsonl, errors.json, config.yaml) in
+benchmarks/results/runs/<name>/, so a later run can be compared with it on any machine.
 
     .venv/bin/python benchmarks/run_record.py ../shared/records/cpu-20ep-seed0 --name cpu-20ep-seed0 \\
         --git 4a28a26 --date 2026-12-02 --data "CIFAR-10 (JPEG q75 copy)" \\
         --command "scripts/train.py (defaults) then scripts/explain.py (defaults)"
+    .venv/bin/python benchmarks/run_record.py runs/cpu20-A --name cpu-20ep-reference ... \\
+        --recipe "reference-20ep" --against cpu-20ep-seed0 --compare runs/cmp-A/compare.json
 
 The run folder's own files give every figure (metrics.json, history.jsonl, config.yaml,
-explain.json when explained); the arguments say what the files cannot: the commit, the day and
-the data it ran on. Whether it was resumed is read from its sessions.
+explain.json when explained); the arguments say what the files cannot: the commit, the day, the
+data it ran on and the recipe's name. With --against and --compare, the record keeps the
+comparison of this run (B) with the recorded run `--against` (A) that scripts/compare.py wrote,
+after checking that it pairs exactly those two runs. Whether it was resumed is read from its
+sessions.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +33,27 @@ from ffcv_resnet.io import atomic_write_bytes  # noqa: E402
 from ffcv_resnet.records import write_json  # noqa: E402
 
 
+RESULTS = ROOT / "benchmarks" / "results"
+KEPT = ("metrics.json", "history.jsonl", "errors.json", "config.yaml")  # a run's record files
+KEPT_IF_THERE = ("explain.json",)  # compare reads the explained layer from it
+DEFAULT_RECIPE = "default"
+
+
+def against(compare: dict, run_id: str, baseline: dict) -> dict:
+    """What the record keeps of compare.json: this run (B) against the recorded `baseline` (A).
+    ValueError when the comparison is not of exactly those two runs."""
+    ids = ([s["run_id"] for s in compare.get("a", [])], [s["run_id"] for s in compare.get("b", [])])
+    if compare.get("mode") != "runs" or ids != ([baseline["run_id"]], [run_id]):
+        raise ValueError(f"the comparison pairs {ids[0]} (A) with {ids[1]} (B), not "
+                         f"{baseline['name']} ({baseline['run_id']}) with this run ({run_id})")
+    return {"baseline": baseline["name"], "baseline_recipe": baseline.get("recipe",
+                                                                         DEFAULT_RECIPE),
+            "difference": compare["difference"], "difference_ci95": compare["difference_ci95"],
+            "mcnemar_p": compare["mcnemar_p"], "fixed": len(compare["fixed"]),
+            "broke": len(compare["broke"]), "label_suspect": compare.get("label_suspect"),
+            "verdict": compare["verdict"], "test_set": compare.get("test_set")}
+
+
 def record(run: Path, name: str, git: str, date: str, data: str, command: str) -> dict:
     """The run's figures and provenance."""
     m = json.loads((run / "metrics.json").read_text())
@@ -32,8 +61,8 @@ def record(run: Path, name: str, git: str, date: str, data: str, command: str) -
     config = yaml.safe_load((run / "config.yaml").read_text())
     explain = (json.loads((run / "explain.json").read_text())
                if (run / "explain.json").is_file() else None)
-    return {"suite": "run", "name": name, "run_id": m["run_id"], "device": m["device"],
-            "torch": m["torch"], "date": date, "git_sha": git, "data": data,
+    return {"suite": "run", "name": name, "recipe": DEFAULT_RECIPE, "run_id": m["run_id"],
+            "device": m["device"], "torch": m["torch"], "date": date, "git_sha": git, "data": data,
             "data_source": m["data_source"], "command": command,
             "resumed": len(m.get("sessions", [])) > 1, "sessions": len(m.get("sessions", [])),
             "epochs": m["epochs"], "seed": m["seed"], "precision": m["precision"],
@@ -53,7 +82,8 @@ def markdown(r: dict) -> str:
     lines = [f"### Training run {r['name']}", "",
              "| recipe | epochs | seed | test accuracy | errors | training s | images/s | "
              "total s |", "|---|---|---|---|---|---|---|---|",
-             f"| default (batch {r['batch_size']}, peak LR {r['peak_lr']}, {r['precision']}, "
+             f"| {r.get('recipe', DEFAULT_RECIPE)} (batch {r['batch_size']}, peak LR "
+             f"{r['peak_lr']}, {r['precision']}, "
              f"compile {r['compile']}, {r['loader']}) | {r['epochs']} | {r['seed']} | "
              f"{100 * r['test_accuracy']:.2f}% | {r['errors']:,} of {r['test_images']:,} | "
              f"{r['train_seconds']:,.0f} | {r['images_per_second']:,.0f} | "
@@ -61,11 +91,32 @@ def markdown(r: dict) -> str:
              f"Data: {r['data']} ({r['data_source']}). {'Resumed' if r['resumed'] else 'Not resumed'}"
              f" ({r['sessions']} session{'s' if r['sessions'] != 1 else ''}); best epoch "
              f"{100 * best:.2f}%." if best is not None else "", "", _explained(r["explain"]),
-             "",
+             "", *([_versus(r["against"]), ""] if r.get("against") else []),
              f"Measured on {r['device']}, torch {r['torch']}, {r['date']}, git {r['git_sha']}; "
              f"`{r['command']}`; recorded by `benchmarks/run_record.py`. Records: "
-             f"`run-{r['name']}.json`"]
+             f"`run-{r['name']}.json`; the run's files: `runs/{r['name']}/`"]
     return "\n".join(lines) + "\n"
+
+
+def _versus(v: dict) -> str:
+    """One line: this run against its baseline, as compare.py found it."""
+    lo, hi = v["difference_ci95"]
+    return (f"Against {v['baseline']} ({v['baseline_recipe']}): {100 * v['difference']:+.2f} "
+            f"points [95% CI {100 * lo:+.2f}, {100 * hi:+.2f}], McNemar p = "
+            f"{mcnemar_text(v['mcnemar_p'])} ({v['fixed']} fixed, {v['broke']} broke): "
+            f"{better(v)} (`scripts/compare.py`).")
+
+
+def better(v: dict) -> str:
+    """The comparison's verdict, named: which run is better, when the interval excludes 0."""
+    lo, hi = v["difference_ci95"]
+    return ("this run is better" if lo > 0 else f"{v['baseline']} is better" if hi < 0
+            else "no difference shown")
+
+
+def mcnemar_text(p: float) -> str:
+    """McNemar's p as the tables print it."""
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
 def _explained(e: dict | None) -> str:
@@ -81,21 +132,62 @@ def _explained(e: dict | None) -> str:
             f"{e['render_seconds']:.1f} s.")
 
 
+def keep_files(run: Path, folder: Path, compare: Path | None, baseline: str | None) -> None:
+    """The run's record files (and the comparison) into `folder`, replacing what was there only
+    once the new copy is whole (a failed copy leaves the old folder and no temporary)."""
+    tmp, old = (folder.with_name(f"{folder.name}.{part}") for part in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name in KEPT + tuple(n for n in KEPT_IF_THERE if (run / n).is_file()):
+            shutil.copy2(run / name, tmp / name)
+        if compare is not None:
+            shutil.copy2(compare, tmp / f"compare-{baseline}.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run", type=Path)
     for name in ("name", "git", "date", "data", "command"):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help="the recipe's name in the tables")
+    p.add_argument("--against", help="the recorded run (its --name) this one was compared with")
+    p.add_argument("--compare", type=Path, help="compare.json of --against (A) and this run (B)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
-    if not (a.run / "metrics.json").is_file():
-        print(f"error: {a.run}: not a complete run (no metrics.json)", file=sys.stderr)
+    if (a.against is None) != (a.compare is None):
+        print("error: --against and --compare go together", file=sys.stderr)
+        return 2
+    missing = [f for f in KEPT if not (a.run / f).is_file()]
+    if missing:
+        print(f"error: {a.run}: not a complete run (no {', '.join(missing)})", file=sys.stderr)
         return 2
     r = record(a.run, a.name, a.git, a.date, a.data, a.command)
-    a.out.mkdir(parents=True, exist_ok=True)
-    write_json(a.out / f"run-{a.name}.json", r)
-    atomic_write_bytes(a.out / f"run-{a.name}.md", markdown(r).encode())
-    print(f"-> {a.out / f'run-{a.name}.json'}")
+    r["recipe"] = a.recipe
+    if a.against:
+        try:
+            baseline = json.loads((a.out / f"run-{a.against}.json").read_text())
+            r["against"] = against(json.loads(a.compare.read_text()), r["run_id"], baseline)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: --against {a.against} --compare {a.compare}: {e}", file=sys.stderr)
+            return 2
+    try:
+        a.out.mkdir(parents=True, exist_ok=True)
+        keep_files(a.run, a.out / "runs" / a.name, a.compare, a.against)
+        write_json(a.out / f"run-{a.name}.json", r)
+        atomic_write_bytes(a.out / f"run-{a.name}.md", markdown(r).encode())
+    except OSError as e:
+        print(f"error: recording into {a.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"-> {a.out / f'run-{a.name}.json'}, {a.out / 'runs' / a.name}/")
     return 0
 
 

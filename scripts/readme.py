@@ -103,16 +103,38 @@ def headline_block(results: Path = RESULTS) -> str:
     def on(r: dict) -> str:
         gpu = r.get("device_type") == "cuda" or r.get("cuda") or "NVIDIA" in r.get("device", "")
         return "a GPU" if gpu else "a CPU"
-    for r in runs:
-        rows.append(f"| {r['epochs']}-epoch run on {on(r)} | (not a target) | "
-                    f"{r['test_accuracy']:.2%}, "
-                    f"{r['train_seconds']:,.0f} s of training (seed {r['seed']}) | "
-                    f"{src(r, ', ' + r['data'])} |")
     for r in passes:
         rows.append(f"| explain's whole pass on {on(r)} (benchmark) | (not a target) | "
                     f"{r['seconds'] / r['images'] * 1000:,.0f} ms per error "
                     f"({len(r['methods'])} methods, {len(r['metrics'])} scores, {r['precision']}) "
                     f"| {src(r)} |")
+    return "\n".join(rows) + (f"\n\n{runs_table(runs)}" if runs else "")
+
+
+def runs_table(runs: list[dict]) -> str:
+    """Every recorded training run, side by side: the baseline first, then each run against
+    the baseline it was compared with (scripts/compare.py's figures, kept in its record)."""
+    from benchmarks.run_record import DEFAULT_RECIPE, better, mcnemar_text
+    runs = sorted(runs, key=lambda r: (r.get("against") is not None, r["date"], r["name"]))
+    rows = ["**Training runs side by side** (one seed each; a run is called better only where "
+            "the 95% interval of the difference excludes 0; `benchmarks/results/run-*.md` has "
+            "each in full and `benchmarks/results/runs/` each run's files, for "
+            "`scripts/compare.py`):", "",
+            "| run | recipe | epochs | test accuracy | against the baseline: B - A [95% CI], "
+            "McNemar p (fixed / broke) | training s | device | data | date | git |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        v = r.get("against")
+        if v:
+            lo, hi = v["difference_ci95"]
+            vs = (f"vs {v['baseline']}: {100 * v['difference']:+.2f} [{100 * lo:+.2f}, "
+                  f"{100 * hi:+.2f}], p = {mcnemar_text(v['mcnemar_p'])} "
+                  f"({v['fixed']} / {v['broke']}): {better(v)}")
+        else:
+            vs = "(the baseline)"
+        rows.append(f"| {r['name']} | {r.get('recipe', DEFAULT_RECIPE)} | {r['epochs']} | "
+                    f"{r['test_accuracy']:.2%} | {vs} | {r['train_seconds']:,.0f} | "
+                    f"{r['device']} | {r['data']} | {r['date']} | {r['git_sha']} |")
     return "\n".join(rows)
 
 
