@@ -160,6 +160,8 @@ def main() -> None:
         chosen.remove("prepare")  # needs a source to convert
         if not chosen:
             raise UserError("--bench.suites prepare needs --data.source (the source to convert)")
+    # the dynamics' difference is small against the machine's drift: at least 10 turns each
+    repeats = {"dynamics": max(10, s["repeats"])}
     runners = {
         "prepare": lambda: prepare_times(cfg.data.source),
         "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
@@ -169,7 +171,7 @@ def main() -> None:
         "train": lambda: bench_train.ablation(device, s["batch_size"], s["steps"], s["repeats"],
                                               modes),
         "dynamics": lambda: bench_train.dynamics_cost(device, s["batch_size"], s["steps"],
-                                                      max(10, s["repeats"])),
+                                                      repeats["dynamics"]),
         "epoch": lambda: bench_train.end_to_end(data_dir, device, s["batch_size"],
                                                 s["epoch_images"], s["repeats"],
                                                 cfg.data.workers),
@@ -177,10 +179,12 @@ def main() -> None:
         "scaling": lambda: bench_scaling.run(data_dir, device, s["batch_size"],
                                              s["epoch_images"]),
     }
-    prov = (f"{info['device']}, torch {info['torch']}"
-            f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "
-            f"{info['git_sha']}; batch size {s['batch_size']}; median of {s['repeats']} repeats "
-            f"after warm-up; `{' '.join(['benchmarks/run_all.py', *sys.argv[1:]])}`")
+    prov = lambda suite: (  # noqa: E731
+        f"{info['device']}, torch {info['torch']}"
+        f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "
+        f"{info['git_sha']}; batch size {s['batch_size']}; median of "
+        f"{repeats.get(suite, s['repeats'])} repeats after warm-up; "
+        f"`{' '.join(['benchmarks/run_all.py', *sys.argv[1:]])}`")
     tag = f"-{b.tag}" if b.tag else ""
     if set(chosen) & {"loader", "epoch", "startup", "scaling"}:  # before any work
         verified(beton_path(data_dir, "train"))
@@ -215,7 +219,7 @@ def main() -> None:
         records, md = runners[suite]()
         path = write_records(out_dir, suite + tag, info, records)
         atomic_write_bytes(path.with_suffix(".md"),
-                           f"### {suite}\n\n{md}\n\nMeasured on {prov}. Records: "
+                           f"### {suite}\n\n{md}\n\nMeasured on {prov(suite)}. Records: "
                            f"`{path.name}`\n".encode())
         del entry["running"]
         entry["seconds"] = time.perf_counter() - t

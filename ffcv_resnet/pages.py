@@ -24,6 +24,15 @@ h1 { font-size: 21px; margin: 4px 0; } h2 { font-size: 17px; margin: 18px 0 6px;
 table { border-collapse: collapse; }
 code { font-size: 13px; }"""
 
+# the helpers every page's script starts with, in each template as {{page_script}}
+PAGE_SCRIPT = """"use strict";
+const $ = (id) => document.getElementById(id);
+function el(tag, props, ...children) {
+  const node = Object.assign(document.createElement(tag), props || {});
+  node.append(...children);
+  return node;
+}"""
+
 
 def script_json(obj: Any) -> str:
     """Strict JSON that cannot end its <script> element early: <, > and & become \\u escapes,
@@ -33,10 +42,11 @@ def script_json(obj: Any) -> str:
 
 
 def fill_page(template: Path, data: Any, **text: str) -> str:
-    """`template` with {{data}} (script-safe JSON), {{page_style}} and each {{name}} of `text`
-    (HTML-escaped); a placeholder nothing fills is an error, not a blank."""
+    """`template` with {{data}} (script-safe JSON), {{page_style}}, {{page_script}} and each
+    {{name}} of `text` (HTML-escaped); a placeholder nothing fills is an error, not a blank."""
     fields = {**{k: html.escape(v, quote=True) for k, v in text.items()},
-              "data": script_json(data), "page_style": PAGE_STYLE}
+              "data": script_json(data), "page_style": PAGE_STYLE,
+              "page_script": PAGE_SCRIPT}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], Path(template).read_text())
 
 

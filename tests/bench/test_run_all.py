@@ -44,6 +44,21 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
         assert f"git {startup[0]['git_sha']}" in (out / f"{suite}-cpu.md").read_text()
 
 
+def test_the_dynamics_suite_times_both_steps_in_turns_and_says_how_often(learnable_data,
+                                                                         tmp_path):
+    out = tmp_path / "results"
+    r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.out", out,
+                   "--bench.scale", "0.05", "--bench.batch_size", "4", "--bench.device", "cpu",
+                   "--bench.suites", "dynamics", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = json.loads((out / "dynamics-cpu.json").read_text())
+    assert [x["name"] for x in records] == ["without dynamics", "with dynamics"]
+    turns = {len(x["all_ms_per_step"]) for x in records}
+    assert turns == {10} and records[0]["extra_fraction"] == 0
+    assert all(x["ms_per_step"] > 0 and x["batch_size"] == 4 for x in records)
+    assert "median of 10 repeats" in (out / "dynamics-cpu.md").read_text()  # what it did
+
+
 def test_suite_rejects_unknown_suites(learnable_data, tmp_path):
     r = run_script("benchmarks/run_all.py", "--data.dir", learnable_data, "--bench.suites",
                    "loader,speed", "--bench.out", tmp_path, timeout=120)
