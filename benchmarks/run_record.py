@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 KEPT = ("metrics.json", "history.jsonl", "errors.json", "config.yaml")  # a run's record files
 KEPT_IF_THERE = ("explain.json",)  # compare reads the explained layer from it
 DEFAULT_RECIPE = "default"
+NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a record's name: a file name, never a path
 
 
 def against(compare: dict, run_id: str, baseline: dict) -> dict:
@@ -163,6 +165,11 @@ def main() -> int:
     p.add_argument("--compare", type=Path, help="compare.json of --against (A) and this run (B)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
+    bad = [n for n in (a.name, a.against) if n is not None and not re.fullmatch(NAME, n)]
+    if bad:
+        print(f"error: {bad[0]!r}: a record's name is letters, digits, '.', '_' and '-', not "
+              "starting with '.'", file=sys.stderr)
+        return 2
     if (a.against is None) != (a.compare is None):
         print("error: --against and --compare go together", file=sys.stderr)
         return 2
@@ -174,6 +181,8 @@ def main() -> int:
     r["recipe"] = a.recipe
     if a.against:
         try:
+            if not (a.out / f"run-{a.against}.json").is_file():
+                raise ValueError(f"no recorded run {a.against} in {a.out}")
             baseline = json.loads((a.out / f"run-{a.against}.json").read_text())
             r["against"] = against(json.loads(a.compare.read_text()), r["run_id"], baseline)
         except (OSError, ValueError, KeyError) as e:

@@ -81,7 +81,11 @@ def test_a_comparison_of_other_runs_is_refused(two, capsys):
     assert err.count("\n") == 1 and "pairs ['rb'] (A) with ['ra'] (B)" in err
     assert not (out / "run-cand.json").exists() and not (out / "runs" / "cand").exists()
     assert record(b, "cand", out, "--against", "base") == 2  # --compare missing
+    capsys.readouterr()
     assert record(b, "cand", out, "--against", "nobody", "--compare", cmp) == 2
+    assert f"no recorded run nobody in {out}" in capsys.readouterr().err
+    assert record(b, "../../escaped", out) == 2 and "a record's name" in capsys.readouterr().err
+    assert not [p for p in out.parent.rglob("*escaped*")]
 
 
 def test_a_failed_copy_keeps_the_old_files_and_leaves_no_temporary(two, monkeypatch, capsys):
