@@ -92,6 +92,18 @@ class Asked:
     gpus: int = 1
 
 
+ONE_RUN_PER_ROW = ("prepare", "startup", "scaling")  # suites that time each row once
+
+
+def suite_repeats(suite: str, s: dict) -> int | None:
+    """How many timed repeats a suite takes (its table gives their median); None for a suite
+    that times each row once. The dynamics' difference is small against the machine's drift,
+    so it takes at least 10 turns each."""
+    if suite in ONE_RUN_PER_ROW:
+        return None
+    return max(10, s["repeats"]) if suite == "dynamics" else s["repeats"]
+
+
 def estimate(suite: str, d: Device, s: dict, asked: Asked = Asked()) -> float:
     """Seconds `suite` (one of benchmarks.SUITES) should take with the sizes `s` (run_all's
     `sizes`) and what the run asks."""
@@ -123,7 +135,7 @@ def estimate(suite: str, d: Device, s: dict, asked: Asked = Asked()) -> float:
         flop_count = b * 0.04 / d.cores  # FlopCounterMode: one CPU forward and backward
         return eager + compiled + flop_count
     if suite == "dynamics":  # two steps (with, without), warm-up and compile included
-        timed = 2 * (max(10, s["repeats"]) * s["steps"] + 2) * b
+        timed = 2 * (suite_repeats(suite, s) * s["steps"] + 2) * b
         return d.cost(timed, "compiled") + (2 * COMPILE[d.kind]["default"]
                                             if d.kind == "cuda" else 0.0)
     if suite == "epoch":

@@ -18,7 +18,7 @@ from benchmarks import (SUITES, bench_gradcam, bench_loader, bench_scaling,  # n
                         bench_train)
 from benchmarks.common import RESULTS, ROOT, table, write_records  # noqa: E402
 from benchmarks.bench_gradcam import package_missing  # noqa: E402
-from benchmarks.estimates import Asked, estimate, probe  # noqa: E402
+from benchmarks.estimates import Asked, estimate, probe, suite_repeats  # noqa: E402
 from ffcv_resnet.config import option, parse, require_range  # noqa: E402
 from ffcv_resnet.data.betons import beton_path, verified  # noqa: E402
 from ffcv_resnet.data.options import BenchData  # noqa: E402
@@ -160,8 +160,6 @@ def main() -> None:
         chosen.remove("prepare")  # needs a source to convert
         if not chosen:
             raise UserError("--bench.suites prepare needs --data.source (the source to convert)")
-    # the dynamics' difference is small against the machine's drift: at least 10 turns each
-    repeats = {"dynamics": max(10, s["repeats"])}
     runners = {
         "prepare": lambda: prepare_times(cfg.data.source),
         "loader": lambda: bench_loader.run(data_dir, device, s["batch_size"], s["loader_images"],
@@ -171,7 +169,7 @@ def main() -> None:
         "train": lambda: bench_train.ablation(device, s["batch_size"], s["steps"], s["repeats"],
                                               modes),
         "dynamics": lambda: bench_train.dynamics_cost(device, s["batch_size"], s["steps"],
-                                                      repeats["dynamics"]),
+                                                      suite_repeats("dynamics", s)),
         "epoch": lambda: bench_train.end_to_end(data_dir, device, s["batch_size"],
                                                 s["epoch_images"], s["repeats"],
                                                 cfg.data.workers),
@@ -179,12 +177,13 @@ def main() -> None:
         "scaling": lambda: bench_scaling.run(data_dir, device, s["batch_size"],
                                              s["epoch_images"]),
     }
-    prov = lambda suite: (  # noqa: E731
-        f"{info['device']}, torch {info['torch']}"
-        f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "
-        f"{info['git_sha']}; batch size {s['batch_size']}; median of "
-        f"{repeats.get(suite, s['repeats'])} repeats after warm-up; "
-        f"`{' '.join(['benchmarks/run_all.py', *sys.argv[1:]])}`")
+    def prov(suite: str) -> str:
+        n = suite_repeats(suite, s)
+        return (f"{info['device']}, torch {info['torch']}"
+                f"{', CUDA ' + info['cuda'] if info['cuda'] else ''}, {info['date']}, git "
+                f"{info['git_sha']}; batch size {s['batch_size']}; "
+                f"{'one run per row' if n is None else f'median of {n} repeats after warm-up'}; "
+                f"`{' '.join(['benchmarks/run_all.py', *sys.argv[1:]])}`")
     tag = f"-{b.tag}" if b.tag else ""
     if set(chosen) & {"loader", "epoch", "startup", "scaling"}:  # before any work
         verified(beton_path(data_dir, "train"))

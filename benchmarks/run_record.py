@@ -1,10 +1,11 @@
 """Record one finished training run's figures as benchmarks/results/run-<name>.json and its
 table run-<name>.md, for runs made outside `scripts/reproduce.py` (a full-size CPU run, say),
-and keep its files (metrics.json, history.jsonl, errors.json, config.yaml) in
-benchmarks/results/runs/<name>/, so a later run can be compared with it on any machine.
+and keep its files (metrics.json, history.jsonl, errors.json, config.yaml, explain.json) in
+benchmarks/results/runs/<name>/, so a later run can be compared with it without its folder.
 
-    .venv/bin/python benchmarks/run_record.py ../shared/records/cpu-20ep-seed0 --name cpu-20ep-seed0 \\
-        --git 4a28a26 --date 2026-12-02 --data "CIFAR-10 (JPEG q75 copy)" \\
+    .venv/bin/python benchmarks/run_record.py ../shared/records/cpu-20ep-seed0 \\
+        --name cpu-20ep-seed0 --recipe default --git 4a28a26 --date 2026-12-02 \\
+        --data "CIFAR-10 (JPEG q75 copy)" \\
         --command "scripts/train.py (defaults) then scripts/explain.py (defaults)"
     .venv/bin/python benchmarks/run_record.py runs/cpu20-A --name cpu-20ep-reference ... \\
         --recipe "reference-20ep" --against cpu-20ep-seed0 --compare runs/cmp-A/compare.json
@@ -30,26 +31,32 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import RESULTS  # noqa: E402
+from ffcv_resnet.compare.runs import read_run  # noqa: E402
+from ffcv_resnet.compare.stats import p_text  # noqa: E402
+from ffcv_resnet.errors import UserError  # noqa: E402
 from ffcv_resnet.io import atomic_write_bytes  # noqa: E402
 from ffcv_resnet.records import write_json  # noqa: E402
+from ffcv_resnet.run_folder import CONFIG, ERRORS, EXPLAIN_JSON, HISTORY, METRICS  # noqa: E402
 
 
-RESULTS = ROOT / "benchmarks" / "results"
-KEPT = ("metrics.json", "history.jsonl", "errors.json", "config.yaml")  # a run's record files
-KEPT_IF_THERE = ("explain.json",)  # compare reads the explained layer from it
-DEFAULT_RECIPE = "default"
+KEPT = (METRICS, HISTORY, ERRORS, CONFIG)  # a run's record files
+KEPT_IF_THERE = (EXPLAIN_JSON,)  # compare reads the explained layer from it
+DEFAULT_RECIPE = "default"  # what records written before --recipe existed ran
 NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a record's name: a file name, never a path
 
 
 def against(compare: dict, run_id: str, baseline: dict) -> dict:
     """What the record keeps of compare.json: this run (B) against the recorded `baseline` (A).
     ValueError when the comparison is not of exactly those two runs."""
-    ids = ([s["run_id"] for s in compare.get("a", [])], [s["run_id"] for s in compare.get("b", [])])
-    if compare.get("mode") != "runs" or ids != ([baseline["run_id"]], [run_id]):
+    if not isinstance(compare, dict) or compare.get("mode") != "runs":
+        raise ValueError("not the comparison of one run with one run that compare.py writes")
+    ids = ([s["run_id"] for s in compare["a"]], [s["run_id"] for s in compare["b"]])
+    if ids != ([baseline["run_id"]], [run_id]):
         raise ValueError(f"the comparison pairs {ids[0]} (A) with {ids[1]} (B), not "
                          f"{baseline['name']} ({baseline['run_id']}) with this run ({run_id})")
-    return {"baseline": baseline["name"], "baseline_recipe": baseline.get("recipe",
-                                                                         DEFAULT_RECIPE),
+    return {"baseline": baseline["name"], "baseline_run_id": baseline["run_id"],
+            "baseline_recipe": baseline.get("recipe", DEFAULT_RECIPE),
             "difference": compare["difference"], "difference_ci95": compare["difference_ci95"],
             "mcnemar_p": compare["mcnemar_p"], "fixed": len(compare["fixed"]),
             "broke": len(compare["broke"]), "label_suspect": compare.get("label_suspect"),
@@ -90,8 +97,8 @@ def markdown(r: dict) -> str:
              f"{100 * r['test_accuracy']:.2f}% | {r['errors']:,} of {r['test_images']:,} | "
              f"{r['train_seconds']:,.0f} | {r['images_per_second']:,.0f} | "
              f"{r['total_seconds']:,.0f} |", "",
-             f"Data: {r['data']} ({r['data_source']}). {'Resumed' if r['resumed'] else 'Not resumed'}"
-             f" ({r['sessions']} session{'s' if r['sessions'] != 1 else ''}); best epoch "
+             f"Data: {r['data']} ({r['data_source']}). "
+             f"{'Resumed' if r['resumed'] else 'Not resumed'} ({r['sessions']} session{'s' if r['sessions'] != 1 else ''}); best epoch "
              f"{100 * best:.2f}%." if best is not None else "", "", _explained(r["explain"]),
              "", *([_versus(r["against"]), ""] if r.get("against") else []),
              f"Measured on {r['device']}, torch {r['torch']}, {r['date']}, git {r['git_sha']}; "
@@ -105,20 +112,14 @@ def _versus(v: dict) -> str:
     lo, hi = v["difference_ci95"]
     return (f"Against {v['baseline']} ({v['baseline_recipe']}): {100 * v['difference']:+.2f} "
             f"points [95% CI {100 * lo:+.2f}, {100 * hi:+.2f}], McNemar p = "
-            f"{mcnemar_text(v['mcnemar_p'])} ({v['fixed']} fixed, {v['broke']} broke): "
+            f"{p_text(v['mcnemar_p'])} ({v['fixed']} fixed, {v['broke']} broke): "
             f"{better(v)} (`scripts/compare.py`).")
 
 
 def better(v: dict) -> str:
-    """The comparison's verdict, named: which run is better, when the interval excludes 0."""
-    lo, hi = v["difference_ci95"]
-    return ("this run is better" if lo > 0 else f"{v['baseline']} is better" if hi < 0
-            else "no difference shown")
-
-
-def mcnemar_text(p: float) -> str:
-    """McNemar's p as the tables print it."""
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+    """compare.py's verdict (B is this run, A the baseline) in the record's words."""
+    return {"B is better": "this run is better",
+            "A is better": f"{v['baseline']} is better"}.get(v["verdict"], "no difference shown")
 
 
 def _explained(e: dict | None) -> str:
@@ -134,10 +135,15 @@ def _explained(e: dict | None) -> str:
             f"{e['render_seconds']:.1f} s.")
 
 
-def keep_files(run: Path, folder: Path, compare: Path | None, baseline: str | None) -> None:
-    """The run's record files (and the comparison) into `folder`, replacing what was there only
-    once the new copy is whole (a failed copy leaves the old folder and no temporary)."""
-    tmp, old = (folder.with_name(f"{folder.name}.{part}") for part in ("tmp", "old"))
+def staged(folder: Path, part: str) -> Path:
+    """A temporary beside `folder`; it starts with '.', which no record's name does."""
+    return folder.with_name(f".{folder.name}.{part}")
+
+
+def stage_files(run: Path, folder: Path, compare: Path | None, baseline: str | None) -> Path:
+    """A copy of the run's record files (and the comparison) beside `folder`, to be swapped in
+    by swap_in once the record is written; a failed copy leaves no temporary."""
+    tmp = staged(folder, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -148,6 +154,12 @@ def keep_files(run: Path, folder: Path, compare: Path | None, baseline: str | No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
+
+
+def swap_in(tmp: Path, folder: Path) -> None:
+    """`tmp` becomes `folder` (by renames), the old folder removed after."""
+    old = staged(folder, "old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
@@ -160,7 +172,7 @@ def main() -> int:
     p.add_argument("run", type=Path)
     for name in ("name", "git", "date", "data", "command"):
         p.add_argument(f"--{name}", required=True)
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help="the recipe's name in the tables")
+    p.add_argument("--recipe", required=True, help="the recipe's name in the tables")
     p.add_argument("--against", help="the recorded run (its --name) this one was compared with")
     p.add_argument("--compare", type=Path, help="compare.json of --against (A) and this run (B)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -173,11 +185,22 @@ def main() -> int:
     if (a.against is None) != (a.compare is None):
         print("error: --against and --compare go together", file=sys.stderr)
         return 2
-    missing = [f for f in KEPT if not (a.run / f).is_file()]
-    if missing:
-        print(f"error: {a.run}: not a complete run (no {', '.join(missing)})", file=sys.stderr)
+    if "|" in a.recipe + a.data:
+        print("error: --recipe and --data go into a table: no '|'", file=sys.stderr)
         return 2
-    r = record(a.run, a.name, a.git, a.date, a.data, a.command)
+    missing = [f for f in KEPT if not (a.run / f).is_file()]
+    try:
+        if missing:
+            raise UserError(f"{a.run}: not a complete run (no {', '.join(missing)})")
+        read_run(a.run)  # one run's files, whole and consistent, or one line
+        r = record(a.run, a.name, a.git, a.date, a.data, a.command)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        print(f"error: {a.run}: a damaged run folder ({type(e).__name__}: {e})".splitlines()[0],
+              file=sys.stderr)
+        return 2
     r["recipe"] = a.recipe
     if a.against:
         try:
@@ -185,15 +208,23 @@ def main() -> int:
                 raise ValueError(f"no recorded run {a.against} in {a.out}")
             baseline = json.loads((a.out / f"run-{a.against}.json").read_text())
             r["against"] = against(json.loads(a.compare.read_text()), r["run_id"], baseline)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"error: --against {a.against} --compare {a.compare}: {e}", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"error: --against {a.against} --compare {a.compare}: {e}".splitlines()[0],
+                  file=sys.stderr)
             return 2
-    try:
+    folder = a.out / "runs" / a.name
+    tmp = None
+    try:  # the files first, then the record, then the files swapped in: a failure changes none
         a.out.mkdir(parents=True, exist_ok=True)
-        keep_files(a.run, a.out / "runs" / a.name, a.compare, a.against)
-        write_json(a.out / f"run-{a.name}.json", r)
-        atomic_write_bytes(a.out / f"run-{a.name}.md", markdown(r).encode())
+        tmp = stage_files(a.run, folder, a.compare, a.against)
+        write_json(tmp / ".record.json", r)  # written whole before anything is replaced
+        atomic_write_bytes(tmp / ".record.md", markdown(r).encode())
+        (tmp / ".record.json").replace(a.out / f"run-{a.name}.json")  # renames: no space needed
+        (tmp / ".record.md").replace(a.out / f"run-{a.name}.md")
+        swap_in(tmp, folder)
     except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"error: recording into {a.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(f"-> {a.out / f'run-{a.name}.json'}, {a.out / 'runs' / a.name}/")

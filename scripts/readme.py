@@ -114,8 +114,11 @@ def headline_block(results: Path = RESULTS) -> str:
 def runs_table(runs: list[dict]) -> str:
     """Every recorded training run, side by side: the baseline first, then each run against
     the baseline it was compared with (scripts/compare.py's figures, kept in its record)."""
-    from benchmarks.run_record import DEFAULT_RECIPE, better, mcnemar_text
+    from benchmarks.run_record import DEFAULT_RECIPE, better
+    from ffcv_resnet.compare.stats import p_text
     runs = sorted(runs, key=lambda r: (r.get("against") is not None, r["date"], r["name"]))
+    run_ids = {r["name"]: r["run_id"] for r in runs}
+    baselines = {r["against"]["baseline"] for r in runs if r.get("against")}
     rows = ["**Training runs side by side** (one seed each; a run is called better only where "
             "the 95% interval of the difference excludes 0; `benchmarks/results/run-*.md` has "
             "each in full and `benchmarks/results/runs/` each run's files, for "
@@ -125,13 +128,16 @@ def runs_table(runs: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         v = r.get("against")
-        if v:
+        if v and run_ids.get(v["baseline"]) != v.get("baseline_run_id"):
+            vs = (f"compared with an earlier record of {v['baseline']} (run "
+                  f"{v.get('baseline_run_id')}): compare again")
+        elif v:
             lo, hi = v["difference_ci95"]
             vs = (f"vs {v['baseline']}: {100 * v['difference']:+.2f} [{100 * lo:+.2f}, "
-                  f"{100 * hi:+.2f}], p = {mcnemar_text(v['mcnemar_p'])} "
+                  f"{100 * hi:+.2f}], p = {p_text(v['mcnemar_p'])} "
                   f"({v['fixed']} / {v['broke']}): {better(v)}")
         else:
-            vs = "(the baseline)"
+            vs = "(the baseline)" if r["name"] in baselines else "(not compared)"
         rows.append(f"| {r['name']} | {r.get('recipe', DEFAULT_RECIPE)} | {r['epochs']} | "
                     f"{r['test_accuracy']:.2%} | {vs} | {r['train_seconds']:,.0f} | "
                     f"{r['device']} | {r['data']} | {r['date']} | {r['git_sha']} |")

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..run_folder import CHECKPOINT
 from ..finished.settings import RESUMABLE
 from .runs import RunRecord, read_sides
-from .stats import bootstrap_ci, group_ci, mcnemar_p, two_by_two, verdict, welch
+from .stats import bootstrap_ci, group_ci, mcnemar_p, p_text, two_by_two, verdict, welch
 
 COMPARE_JSON, COMPARE_HTML = "compare.json", "compare.html"
 TIMINGS = ("train_seconds", "compile_seconds", "startup_seconds", "images_per_second")
@@ -183,11 +183,11 @@ def summary_line(c: dict) -> str:
                 " [no interval: fewer than two seeds a side]")
     line = f"B - A = {_points(c['difference']):+.2f} points{interval}"
     if c["mode"] == "runs":
-        line += (f", McNemar p = {c['mcnemar_p']:.3g} ({len(c['fixed'])} fixed, "
+        line += (f", McNemar p = {p_text(c['mcnemar_p'])} ({len(c['fixed'])} fixed, "
                  f"{len(c['broke'])} broke)")
     else:
         w = c["welch"]
-        line += (f", Welch p = {w['p']:.3g}" if w else ", no Welch test") + (
+        line += (f", Welch p = {p_text(w['p'])}" if w else ", no Welch test") + (
             f" ({len(c['fixed'])} fixed and {len(c['broke'])} broken in every seed)")
     return f"{line}: {c['verdict']}"
 

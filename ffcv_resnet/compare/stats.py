@@ -63,6 +63,11 @@ def welch(a: np.ndarray, b: np.ndarray) -> dict | None:
     return {"t": float(r.statistic), "p": float(r.pvalue), "df": float(r.df)}
 
 
+def p_text(p: float) -> str:
+    """A p-value as every table and summary line prints it (3 significant digits)."""
+    return f"{p:.3g}"
+
+
 def verdict(difference: float, ci: list[float] | None, label: str = "B") -> str:
     """'B is better' / 'A is better' when the interval excludes 0, else 'no difference shown'."""
     if ci is None:

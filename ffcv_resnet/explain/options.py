@@ -46,8 +46,8 @@ class ExplainConfig:
     seed: int = option(0, "seed of ROAD's noise and of the scored sample")
     overview: bool = option(True, "also draw 10 random training images per class")
     suspects: int = option(200, "training images on the suspect-labels page, lowest AUM (the "
-                           "run's train_dynamics.npz) first (0: no page; suspect_labels.csv "
-                           "lists every one anyway)")
+                           "run's train_dynamics.npz) first; suspect_labels.csv lists every "
+                           "one (0: neither is written)")
     human_labels: str = option("auto", "human labels of the test errors (CIFAR-10H and the "
                                "published audit of the test set): auto (fetched once beside "
                                "the betons, checked by SHA-256, where the data is in the "

@@ -42,6 +42,9 @@ def test_suite_writes_records_and_a_table(learnable_data, tmp_path):
     assert all(0 < r["startup_seconds"] < r["total_seconds"] for r in startup)
     for suite in ("loader", "gradcam", "train", "epoch", "startup"):  # each suite's own table
         assert f"git {startup[0]['git_sha']}" in (out / f"{suite}-cpu.md").read_text()
+    # each table says how it was timed: a median of the repeats, or one run per row
+    assert "; one run per row;" in (out / "startup-cpu.md").read_text()
+    assert "; median of 2 repeats after warm-up;" in (out / "loader-cpu.md").read_text()
 
 
 def test_the_dynamics_suite_times_both_steps_in_turns_and_says_how_often(learnable_data,
