@@ -4,6 +4,7 @@ on them; a model and batch for the maps; and the helpers several test files use 
 script, waiting on a process, strict JSON, a fake run folder, a page in Chromium)."""
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import pickle
 import shutil
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -240,6 +242,35 @@ def fake_run(root: Path, name: str, wrong: dict[int, int], labels: list[int], ru
                "data_source": "x"}
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
+
+
+class LocalFiles:
+    """Serves named files over HTTP on localhost (a stand-in for a published download; 404 for
+    any other path); counts the requests. close() takes it down, so a later fetch fails."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                body = files.get(self.path.lstrip("/"))
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 BROWSER_MISSING = browser_missing()

@@ -3,17 +3,15 @@ folder and the download."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import pickle
 import pickletools
-import threading
 import warnings
 
 import numpy as np
 import pytest
 
 import py2pickle
-from conftest import batch_bytes, run_script, tar_folder, write_batches
+from conftest import LocalFiles, batch_bytes, run_script, tar_folder, write_batches
 
 from ffcv_resnet.data.betons import beton_path
 from ffcv_resnet.data.pickled import parse_batch
@@ -42,31 +40,6 @@ def _assert_betons_hold(data_dir, tiny):
         images, labels = load_all(beton_path(data_dir, split), torch.device("cpu"), batch_size=16)
         np.testing.assert_array_equal(images.permute(0, 2, 3, 1).numpy(), tiny[split].images)
         np.testing.assert_array_equal(labels.numpy(), tiny[split].labels)
-
-
-class _Server:
-    """Serves one file over HTTP on localhost, standing in for the official download."""
-
-    def __init__(self, path):
-        body = path.read_bytes()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/cifar-10-python.tar.gz"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _prepare_downloading(url, md5, data_dir):
@@ -128,23 +101,24 @@ def test_prepare_data_reads_the_official_layout(what, official, tiny, tmp_path):
 
 
 def test_the_download_path_reads_the_official_layout(official, tiny, tmp_path):
-    server = _Server(official["archive"])
+    server = LocalFiles({"cifar-10-python.tar.gz": official["archive"].read_bytes()})
+    url = f"{server.base}/cifar-10-python.tar.gz"
     md5 = hashlib.md5(official["archive"].read_bytes()).hexdigest()
     try:
-        bad = _prepare_downloading(server.url, "0" * 32, tmp_path / "d")
+        bad = _prepare_downloading(url, "0" * 32, tmp_path / "d")
         assert bad.returncode == 2 and bad.stderr.splitlines() == [
-            f"error: {server.url}: downloaded archive failed its MD5 check ({'0' * 32}); "
+            f"error: {url}: downloaded archive failed its MD5 check ({'0' * 32}); "
             "try again"]
         assert not (tmp_path / "d").exists()  # nothing left behind
-        r = _prepare_downloading(server.url, md5, tmp_path / "d")
+        r = _prepare_downloading(url, md5, tmp_path / "d")
     finally:
         server.close()
     assert r.returncode == 0, r.stderr
-    assert f"downloading {server.url}" in r.stdout and "train 30, test 20 images" in r.stdout
+    assert f"downloading {url}" in r.stdout and "train 30, test 20 images" in r.stdout
     assert (tmp_path / "d" / "cifar-10-python.tar.gz").read_bytes() == \
         official["archive"].read_bytes()
     _assert_betons_hold(tmp_path / "d", tiny)
-    offline = _prepare_downloading(server.url, md5, tmp_path / "d2")  # the server is gone
+    offline = _prepare_downloading(url, md5, tmp_path / "d2")  # the server is gone
     assert offline.returncode == 2 and len(offline.stderr.splitlines()) == 1
-    assert offline.stderr.startswith(f"error: could not download {server.url} (")
+    assert offline.stderr.startswith(f"error: could not download {url} (")
     assert "pass --data.source PATH" in offline.stderr and not (tmp_path / "d2").exists()

@@ -5,45 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
+
+from conftest import LocalFiles
 
 from ffcv_resnet.explain import labels as L
 from ffcv_resnet.records import TestError as Err
 
 N = 12  # test images of the stand-in data
-
-
-class _Files:
-    """Serves named files on localhost; counts the requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                body = files.get(self.path.lstrip("/"))
-                self.send_response(200 if body is not None else 404)
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _published():
@@ -65,7 +38,7 @@ def _published():
 @pytest.fixture
 def stand_in(monkeypatch):
     files = _published()
-    server = _Files(files)
+    server = LocalFiles(files)
     monkeypatch.delenv(L.OFFLINE_ENV, raising=False)
     monkeypatch.setattr(L, "COUNTS", dataclasses.replace(
         L.COUNTS, url=f"{server.base}/counts.npy",
