@@ -122,7 +122,8 @@ def runs_table(runs: list[dict]) -> str:
     rows = ["**Training runs side by side** (one seed each; a run is called better only where "
             "the 95% interval of the difference excludes 0; `benchmarks/results/run-*.md` has "
             "each in full and `benchmarks/results/runs/` each run's files, for "
-            "`scripts/compare.py`):", "",
+            "`scripts/compare.py`; training seconds depend on the machine and on what else "
+            "shared it, so compare accuracies, not seconds):", "",
             "| run | recipe | epochs | test accuracy | against the baseline: B - A [95% CI], "
             "McNemar p (fixed / broke) | training s | device | data | date | git |",
             "|---|---|---|---|---|---|---|---|---|---|"]
