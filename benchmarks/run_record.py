@@ -44,6 +44,10 @@ KEPT = (METRICS, HISTORY, ERRORS, CONFIG)  # a run's record files
 KEPT_IF_THERE = (EXPLAIN_JSON,)  # compare reads the explained layer from it
 DEFAULT_RECIPE = "default"  # what records written before --recipe existed ran
 NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a record's name: a file name, never a path
+# what the record's table says of the explain pass (in the keys either commit wrote); the whole
+# explain.json is kept beside it in runs/<name>/
+EXPLAIN_KEYS = ("errors", "methods", "metrics", "scored", "explain_seconds", "cams_seconds",
+                "scores_seconds", "render_seconds", "gradcam_seconds")
 
 
 def against(compare: dict, run_id: str, baseline: dict) -> dict:
@@ -82,7 +86,7 @@ def record(run: Path, name: str, git: str, date: str, data: str, command: str) -
             "eval_seconds": m["eval_seconds"], "total_seconds": m["total_seconds"],
             "images_per_second": m["images_per_second"],
             "accuracy_by_epoch": [h.get("test_accuracy") for h in history],
-            "explain": explain}  # explain.json as that commit wrote it
+            "explain": explain and {k: explain[k] for k in EXPLAIN_KEYS if k in explain}}
 
 
 def markdown(r: dict) -> str:
