@@ -339,9 +339,10 @@ def predict_script(run, out, *inputs, extra=()):
                       *inputs, timeout=300)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pair(trained_run, learnable_data, tmp_path_factory):
-    """Two real CPU mini-runs (seeds 0 and 1 of the toy recipe), both explained."""
+    """Two real CPU mini-runs (seeds 0 and 1 of the toy recipe), both explained; shared by the
+    compare tests, which copy a run before changing it."""
     root = tmp_path_factory.mktemp("pair")
     a = root / "a"
     shutil.copytree(trained_run, a, ignore=shutil.ignore_patterns(".lock"))

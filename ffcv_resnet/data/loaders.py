@@ -9,10 +9,12 @@ and per-image records key on).
 """
 from __future__ import annotations
 
+import functools
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,14 +23,26 @@ from .betons import beton_path, split_content, verified
 from .ffcv_shim import distutils_for_ffcv
 from ..errors import DataError
 
-_THREADS = torch.get_num_threads()
-distutils_for_ffcv()  # before ffcv: no distutils on Python 3.12
-from ffcv.fields.basics import IntDecoder  # noqa: E402  (import ffcv resets torch threads)
-from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # noqa: E402
-from ffcv.loader import Loader, OrderOption  # noqa: E402
-from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage  # noqa: E402
+if TYPE_CHECKING:
+    from ffcv.loader import Loader
 
-torch.set_num_threads(_THREADS)
+
+@functools.cache
+def ffcv_api() -> types.SimpleNamespace:
+    """FFCV's loader pieces, imported on first use: importing ffcv compiles numba code (seconds
+    of every start, even a command that only reports a bad folder or reads no beton) and sets
+    torch's thread count to 1, restored here to what it was."""
+    threads = torch.get_num_threads()
+    distutils_for_ffcv()  # before ffcv: no distutils on Python 3.12
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+    torch.set_num_threads(threads)
+    return types.SimpleNamespace(
+        IntDecoder=IntDecoder, SimpleRGBImageDecoder=SimpleRGBImageDecoder, Loader=Loader,
+        OrderOption=OrderOption, Squeeze=Squeeze, ToDevice=ToDevice, ToTensor=ToTensor,
+        ToTorchImage=ToTorchImage)
 
 
 
@@ -39,8 +53,7 @@ class Batch(NamedTuple):
     index: torch.Tensor  # (B,) int64: each image's index in the beton
 
 
-ORDERS = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
-          "sequential": OrderOption.SEQUENTIAL}
+ORDERS = ("random", "quasi_random", "sequential")  # FFCV's OrderOption, by its name in lower case
 
 
 class Shard(NamedTuple):
@@ -95,17 +108,20 @@ def ffcv_loader(path: Path, batch_size: int, device: torch.device, stream: Strea
     # returns only when it is done, so the host slot is free when the decoder comes back to it;
     # the wait is in FFCV's producer thread (back-pressure when the GPU is behind), never in the
     # training loop.
+    f = ffcv_api()
+    threads = torch.get_num_threads()
     pipelines = {
-        "image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice(device, non_blocking=False),
-                  ToTorchImage(channels_last=True)],
-        "label": [IntDecoder(), ToTensor(), Squeeze(1), ToDevice(device, non_blocking=False)],
+        "image": [f.SimpleRGBImageDecoder(), f.ToTensor(), f.ToDevice(device, non_blocking=False),
+                  f.ToTorchImage(channels_last=True)],
+        "label": [f.IntDecoder(), f.ToTensor(), f.Squeeze(1),
+                  f.ToDevice(device, non_blocking=False)],
     }
-    loader = Loader(str(path), batch_size=batch_size,
-                    num_workers=stream.workers or os.cpu_count() or 1,
-                    order=ORDERS[stream.order], os_cache=stream.os_cache, drop_last=drop_last,
-                    seed=stream.seed, indices=indices, pipelines=pipelines,
-                    distributed=distributed)
-    torch.set_num_threads(_THREADS)
+    loader = f.Loader(str(path), batch_size=batch_size,
+                      num_workers=stream.workers or os.cpu_count() or 1,
+                      order=getattr(f.OrderOption, stream.order.upper()),
+                      os_cache=stream.os_cache, drop_last=drop_last, seed=stream.seed,
+                      indices=indices, pipelines=pipelines, distributed=distributed)
+    torch.set_num_threads(threads)
     return loader
 
 

@@ -18,12 +18,13 @@ def check_ffcv() -> None:
     """ffcv's loader and writer import here (on Python 3.12 through data/ffcv_shim.py), or one
     line says why, before anything is spent."""
     try:
-        importlib.import_module("ffcv_resnet.data.loaders")  # ffcv.loader, through the shim
+        importlib.import_module("ffcv_resnet.data.loaders").ffcv_api()  # through the shim
         importlib.import_module("ffcv.writer")
     except Exception as e:  # noqa: BLE001 (an ImportError, or a broken build's OSError)
         text = (str(e).strip().splitlines() or [""])[0]
         raise UserError(f"ffcv cannot be imported here ({type(e).__name__}: {text}); run "
-                        "`python -c 'import ffcv_resnet.data.loaders'` to see why") from None
+                        "`python -c 'from ffcv_resnet.data.loaders import ffcv_api; "
+                        "ffcv_api()'` to see why") from None
 
 
 def checked_recipe(name: str, option_name: str = "calibration") -> str:

@@ -142,6 +142,26 @@ def test_an_ffcv_pass_left_early_stops_its_thread_and_keeps_the_thread_count(sou
         torch.set_num_threads(threads)
 
 
+def test_ffcv_is_imported_only_when_a_loader_needs_it_and_keeps_the_thread_count():
+    """Every command that reads runs imports this module; importing ffcv costs seconds of
+    numba compiling (a bad folder would wait for it) and sets torch to one thread."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("import sys, torch; torch.set_num_threads(2)\n"
+            "import ffcv_resnet.data.loaders as L, ffcv_resnet.finished.run, "
+            "ffcv_resnet.explain.explain, ffcv_resnet.training.engine, "
+            "ffcv_resnet.compare.compare, ffcv_resnet.predict.run\n"
+            "print('ffcv' in sys.modules, flush=True)\n"
+            "f = L.ffcv_api()\n"
+            "print('ffcv' in sys.modules, torch.get_num_threads(), f is L.ffcv_api())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.stdout.split()[:1] == ["False"], r.stderr[-2000:]  # nothing imported ffcv yet
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True", "2", "True"]
+
+
 def test_resident_shards_are_disjoint_and_cover_the_split(learnable_data):
     path = beton_path(learnable_data, "train")
     shards = [ResidentBatches(path, 8, torch.device("cpu"), Stream(seed=3, shard=Shard(r, 3)))
