@@ -52,11 +52,12 @@ def usual_loader(images: np.ndarray, labels: np.ndarray, batch_size: int,
                       multiprocessing_context=WORKER_START)
 
 
-def training_subset(data_dir: Path, images: int) -> tuple[Path, np.ndarray | None]:
-    """The train beton and a fixed subset of `images` of it (None: all) for a benchmark."""
+def training_subset(data_dir: Path, images: int) -> tuple[Path, np.ndarray | None, int]:
+    """The train beton, a fixed subset of `images` of it (None: all) for a benchmark, and how
+    many images the beton holds (what alternating flips key on)."""
     path = beton_path(data_dir, "train")
     n = verified(path)
-    return path, subset_indices(n, images) if images < n else None
+    return path, subset_indices(n, images) if images < n else None, n
 
 
 def usual_loader_for(path: Path, indices, batch_size: int, device: torch.device,

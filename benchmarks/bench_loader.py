@@ -14,8 +14,8 @@ from ffcv_resnet.data.loaders import FfcvBatches, ResidentBatches, Stream
 
 def _drain(batches, augment=None) -> int:
     n, last = 0, None
-    for x, y, *_ in batches:  # the engine's batches also carry each image's index
-        last = augment(x) if augment is not None else x
+    for x, y, *index in batches:  # the engine's batches also carry each image's index,
+        last = augment(x, *index) if augment is not None else x  # which alternate flips read
         n += len(y)
     if last is not None:
         float(last.float().mean())  # make sure the device really did the work
@@ -24,8 +24,8 @@ def _drain(batches, augment=None) -> int:
 
 def run(data_dir: Path, device: torch.device, batch_size: int, images: int, repeats: int,
         workers: int = 0) -> tuple[list[dict], str]:
-    path, idx = training_subset(data_dir, images)
-    augment = BatchAugment(AugmentConfig(), device)
+    path, idx, n = training_subset(data_dir, images)
+    augment = BatchAugment(AugmentConfig(), device, images=n)  # the default recipe's
     ffcv = FfcvBatches(path, batch_size, device,
                        Stream(order="random", indices=idx, workers=workers))
     resident = ResidentBatches(path, batch_size, device, Stream(indices=idx))

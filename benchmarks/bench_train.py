@@ -100,8 +100,8 @@ def ablation(device: torch.device, batch_size: int, steps: int, repeats: int,
 
 def _epoch(step, batches, prepare) -> int:
     n = 0
-    for images, labels, *_ in batches:  # the engine's batches also carry each image's index
-        step(prepare(images), labels)
+    for images, labels, *index in batches:  # the engine's batches also carry each image's
+        step(prepare(images, *index), labels)  # index, which alternate flips read
         n += len(labels)
     return n
 
@@ -109,17 +109,17 @@ def _epoch(step, batches, prepare) -> int:
 def end_to_end(data_dir: Path, device: torch.device, batch_size: int, images: int,
                repeats: int, workers: int = 0) -> tuple[list[dict], str]:
     """Seconds per training epoch for each data path with the engine, and for the usual way."""
-    path, idx = training_subset(data_dir, images)
+    path, idx, n = training_subset(data_dir, images)
     engine = resolved(R.TrainConfig(batch_size=batch_size), device)
     usual_cfg = dataclasses.replace(engine, precision="fp32", channels_last=False, compile="off")
-    augment = BatchAugment(AugmentConfig(), device)
+    augment = BatchAugment(AugmentConfig(), device, images=n)  # the default recipe's
     usual = usual_loader_for(path, idx, batch_size, device, workers)
     paths = [
         ("usual: torchvision DataLoader, fp32, eager", usual_cfg, lambda: UsualBatches(usual,
                                                                                         device),
-         lambda x: x.contiguous(), Unnormalised),
+         lambda x, *_: x.contiguous(), Unnormalised),
         ("torchvision DataLoader + engine", engine, lambda: UsualBatches(usual, device),
-         lambda x: x.contiguous(memory_format=torch.channels_last), Unnormalised),
+         lambda x, *_: x.contiguous(memory_format=torch.channels_last), Unnormalised),
         ("FFCV + GPU augmentation + engine", engine,
          lambda: FfcvBatches(path, batch_size, device,
                              Stream(order="random", indices=idx, workers=workers)), augment,

@@ -113,6 +113,9 @@ class BatchAugment:
         self.fill = mean_colour(torch.device(device))  # once: a copy to the device
         self.first_flip = None  # (images,) bool on the device: each image's flip in epoch 0
         if cfg.flip == "alternate":
+            if images < 1:
+                raise ValueError("alternating flips key on each image's index in the beton: "
+                                 "give BatchAugment the beton's image count (images=...)")
             g = torch.Generator().manual_seed(flip_seed)
             self.first_flip = torch.randint(0, 2, (images,), generator=g).bool().to(device)
 

@@ -80,7 +80,7 @@ def test_the_published_order_cuts_out_before_translating_so_the_square_moves_and
     shows in the padded border; in crop_flip_cutout it stays where it was drawn."""
     import dataclasses
     x = torch.full((1, 3, 32, 32), 0.8).contiguous(memory_format=torch.channels_last)
-    cfg = AugmentConfig(pad=4, flip=False, cutout=8)
+    cfg = AugmentConfig(pad=4, flip=False, cutout=8, order="crop_flip_cutout")
     d = draw(cfg, 1, 32, torch.Generator().manual_seed(0))
     d.dy.fill_(0), d.dx.fill_(0)  # window at the padded copy's top-left: a shift down-right
     d.cy.fill_(0), d.cx.fill_(0)  # the square at the image's top-left corner
@@ -162,3 +162,12 @@ def test_alternating_flips_alternate_per_image_through_either_loader(kind, sourc
     assert len(flips) == 30 and all(len(f) == 4 for f in flips.values())
     assert all(f == [f[0], not f[0]] * 2 for f in flips.values())
     assert 0 < sum(f[0] for f in flips.values()) < 30
+
+
+def test_alternating_flips_without_the_beton_s_count_or_the_indices_say_what_is_missing():
+    """A caller that builds BatchAugment with alternate flips as it would for random ones gets
+    a sentence, not an index error deep in a batch."""
+    with pytest.raises(ValueError, match=r"image count \(images=...\)"):
+        BatchAugment(ALTERNATE, "cpu")
+    with pytest.raises(ValueError, match="need each image's beton index"):
+        BatchAugment(ALTERNATE, "cpu", images=16)(_batch())

@@ -47,7 +47,7 @@ def test_odd_yaml_and_huge_peaks_are_handled(tmp_path):
         (tmp_path / "c.yaml").write_bytes(text)
         with pytest.raises(ConfigError, match=message):
             parse_config(["-C", str(tmp_path / "c.yaml")])
-    cfg = T.TrainConfig(epochs=2, peak_epoch=1e308)  # moved to mid-run, no overflow
+    cfg = T.TrainConfig(epochs=2, peak_epoch=1e308, lr_start=0.0)  # moved to mid-run
     opt = T.make_optimizer(resnet18(), cfg, CPU)
     sched = T.make_schedule(opt, cfg, 4)
     assert opt.param_groups[0]["lr"] == pytest.approx(T.peak_lr(cfg) / 4) and sched

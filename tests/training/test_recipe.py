@@ -59,7 +59,8 @@ def test_batchnorm_momentum_is_set_on_every_batchnorm_layer():
 @pytest.mark.parametrize("peak_epoch", [0.5, 1.0, 4.0, 30.0])
 @pytest.mark.parametrize("steps", [1, 3, 97])
 def test_schedule_rises_to_the_peak_and_ends_at_zero_for_any_length(epochs, peak_epoch, steps):
-    cfg = T.TrainConfig(epochs=epochs, peak_epoch=peak_epoch, lr=0.4, batch_size=256)
+    cfg = T.TrainConfig(epochs=epochs, peak_epoch=peak_epoch, lr=0.4, batch_size=256,
+                        lr_start=0.0)
     opt = T.make_optimizer(resnet18(), cfg, CPU)
     sched = T.make_schedule(opt, cfg, steps)
     lrs = []
@@ -95,7 +96,8 @@ def test_lr_factors_written_out_by_hand():
 
 
 def test_schedule_is_triangular_and_weight_decay_skips_norms_and_biases():
-    cfg = TrainConfig(epochs=10, peak_epoch=2, lr=0.4)
+    cfg = TrainConfig(epochs=10, peak_epoch=2, lr=0.4, lr_start=0.0, decay="weights",
+                      batch_size=512)
     model = resnet18()
     opt = make_optimizer(model, cfg, CPU)
     sched = make_schedule(opt, cfg, steps_per_epoch=10)
@@ -169,3 +171,11 @@ def test_the_20_epoch_anchor_is_the_published_recipe_stretched_and_b_adds_only_i
     assert np.allclose(ours, published)
     assert {k: b[k] for k in b if b[k] != r20[k]} == {
         "augment.flip": "alternate", "training.label_smoothing": 0.2, "training.ema": "ema"}
+    # every lever is pinned in the reference files, so no later default changes them
+    import yaml
+    levers = {"training.ema", "training.bn_bias_lr_scale", "training.lr_start", "training.decay",
+              "training.label_smoothing", "training.tta", "augment.flip", "augment.cutout",
+              "augment.order", "model.init"}
+    for name in ("reference-26ep.yaml", "reference-20ep.yaml"):
+        text = yaml.safe_load((ROOT / "configs" / name).read_text())
+        assert levers <= set(flatten(text)), (name, levers - set(flatten(text)))
