@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ EXPLAIN_FILES = (GALLERY, MANIFEST, SUMMARY, OVERVIEW, REPORT, SCREENSHOT, SUSPE
 LOCK = ".lock"
 
 
+
+def show_progress(setting: str = "auto", device_type: str = "cpu") -> bool:
+    """Whether to draw a progress bar: --run.progress on or off as said; auto draws one only on
+    the CPU (on a GPU an epoch takes a second) and only when stderr is a terminal: redrawn
+    with carriage returns, a bar would fill a log file or a pipe with hundreds of lines."""
+    if setting != "auto":
+        return setting == "on"
+    return device_type == "cpu" and sys.stderr is not None and sys.stderr.isatty()
+
 @dataclass(frozen=True)
 class RunConfig:
     """Run: the run folder and what is printed"""
@@ -51,7 +61,8 @@ class RunConfig:
     keep_last: bool = option(False, "keep last.pt (the resume point, 89 MB) once the run is "
                              "complete", resumable=True)
     summary: bool = option(False, "print the model's layer-by-layer summary", resumable=True)
-    progress: str = option("auto", "progress bar within epochs (auto: on the CPU)",
+    progress: str = option("auto", "progress bar within epochs (auto: on the CPU when stderr "
+                           "is a terminal, so a log file gets none)",
                            ("auto", "on", "off"), resumable=True)
 
     def validate(self, prefix: str) -> None:

@@ -17,7 +17,8 @@ from ..finished.run import (FinishedRun, check_data_matches, load_error_images,
 from ..precision import resolve_precision
 from ..records import write_json
 from ..run_folder import (CHECKPOINT, CURVES, ERRORS, EXPLAIN_JSON, MANIFEST, METRICS, OVERVIEW,
-                          REPORT, SCREENSHOT, SUMMARY, SUSPECTS_CSV, SUSPECTS_HTML, RunFolder)
+                          REPORT, SCREENSHOT, SUMMARY, SUSPECTS_CSV, SUSPECTS_HTML, RunFolder,
+                          show_progress)
 from ..timing import Stopwatch
 from .activations import check_layer
 from .analysis import PassConfig, PassResult, explain_errors
@@ -84,7 +85,7 @@ def write_outputs(run: FinishedRun, e: Explained, ex: ExplainConfig, settings: d
             ctx = report_context(run, e, settings, where)
             overview = overview_images(where.data_dir, run.classes, where.train_count) \
                 if ex.overview else None
-            pages = render_outputs(e, ctx, staging, overview)
+            pages = render_outputs(e, ctx, staging, overview, show_progress())
             if where.dynamics is not None:  # the page the report links to
                 pc = pass_config(ex, settings["precision"], run.test.tta)
                 s = suspects(run.model, where.data_dir, where.dynamics, ex.suspects, pc)

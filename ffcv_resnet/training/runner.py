@@ -26,7 +26,7 @@ from ..records import Errors, Metrics, Session, TestError, write_json
 from ..finished.label_issues import label_issues, write_test_probs
 from ..run_folder import (CHECKPOINT, CURVES, DYNAMICS, ERRORS, HISTORY, METRICS, STATE,
                           TEST_PROBS, RunConfig, RunFolder, new_run_id, read_config,
-                          write_history)
+                          show_progress, write_history)
 from ..timing import Stopwatch
 from .checkpoint import ResumePoint, load_state, restore, save_state
 from .curves import plot_curves
@@ -58,8 +58,7 @@ def train_run(cfg: TrainSettings, started: float | None = None, log=say) -> Metr
         log(f"run {run.run_id}: {where}, precision {tc.precision}, compile {tc.compile}, "
             f"loader {cfg.data.loader}, {len(e.data.batches)} batches/epoch, peak LR "
             f"{R.peak_lr(tc):.4g}; warm-up {e.compile_seconds:.1f} s\n{T.HEADER}")
-        bar = w.main and (cfg.run.progress == "on" or
-                          (cfg.run.progress == "auto" and device.type == "cpu"))
+        bar = w.main and show_progress(cfg.run.progress, device.type)
         run.startup = time.perf_counter() - started
         try:
             loop = T.Epochs(e.step, e.data.batches, e.augment, e.evaluate, device,

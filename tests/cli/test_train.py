@@ -74,6 +74,27 @@ def test_a_huge_lr_exits_3_with_one_line_and_no_metrics(learnable_data, tmp_path
     assert r.returncode == 2 and "training did not finish" in r.stderr
 
 
+def test_a_log_file_gets_no_progress_bar_unless_asked(learnable_data, tmp_path):
+    """With stderr a pipe (a log file, nohup), neither training's bar (--run.progress auto) nor
+    explain's gallery bar is drawn: their carriage returns would fill the log; --run.progress on
+    still draws training's (which shows the check would see a bar)."""
+    args = [a for a in TRAIN_ARGS if a not in ("--run.progress", "off")]
+    assert len(args) == len(TRAIN_ARGS) - 2
+    args[args.index("--training.epochs") + 1] = "1"
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir",
+                   tmp_path / "r", *args, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "batch/s" not in r.stderr, r.stderr[-2000:]  # (a pipe's \r reads as \n here)
+    r = run_script("scripts/explain.py", "--run.dir", tmp_path / "r", "--data.dir",
+                   learnable_data, "--explain.scored", "2", "--explain.screenshot", "off",
+                   timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "page/s" not in r.stderr, r.stderr[-2000:]
+    r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir",
+                   tmp_path / "on", *args, "--run.progress", "on", timeout=300)
+    assert r.returncode == 0 and "batch/s" in r.stderr, r.stderr[-2000:]
+
+
 def test_a_folder_in_use_is_refused(learnable_data, tmp_path):
     with RunFolder(tmp_path / "r"):
         r = run_script("scripts/train.py", "--data.dir", learnable_data, "--run.dir",

@@ -24,3 +24,25 @@ def test_unusable_or_refused_folders_get_one_line_and_nothing_written(tmp_path):
     with RunFolder(tmp_path / "new"):  # created, then left empty: removed again
         pass
     assert not (tmp_path / "new").exists()
+
+
+class _Stream:
+    def __init__(self, terminal: bool):
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def test_auto_progress_bars_need_a_terminal_and_the_cpu(monkeypatch):
+    """--run.progress auto draws a bar only on the CPU and only when stderr is a terminal (a
+    bar redrawn with carriage returns would fill a log file); on and off are obeyed anywhere."""
+    import sys
+    from ffcv_resnet.run_folder import show_progress
+    for terminal in (True, False):
+        monkeypatch.setattr(sys, "stderr", _Stream(terminal))
+        assert show_progress("auto", "cpu") is terminal
+        assert show_progress("auto", "cuda") is False
+        assert show_progress("on", "cuda") is True and show_progress("off", "cpu") is False
+    monkeypatch.setattr(sys, "stderr", None)  # pythonw, or a daemon with stderr closed
+    assert show_progress("auto", "cpu") is False
