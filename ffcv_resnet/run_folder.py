@@ -38,14 +38,19 @@ EXPLAIN_FILES = (GALLERY, MANIFEST, SUMMARY, OVERVIEW, REPORT, SCREENSHOT, SUSPE
 LOCK = ".lock"
 
 
-
 def show_progress(setting: str = "auto", device_type: str = "cpu") -> bool:
     """Whether to draw a progress bar: --run.progress on or off as said; auto draws one only on
     the CPU (on a GPU an epoch takes a second) and only when stderr is a terminal: redrawn
     with carriage returns, a bar would fill a log file or a pipe with hundreds of lines."""
     if setting != "auto":
         return setting == "on"
-    return device_type == "cpu" and sys.stderr is not None and sys.stderr.isatty()
+    if device_type != "cpu" or sys.stderr is None:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (ValueError, OSError):  # closed
+        return False
+
 
 @dataclass(frozen=True)
 class RunConfig:

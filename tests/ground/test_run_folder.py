@@ -44,5 +44,10 @@ def test_auto_progress_bars_need_a_terminal_and_the_cpu(monkeypatch):
         assert show_progress("auto", "cpu") is terminal
         assert show_progress("auto", "cuda") is False
         assert show_progress("on", "cuda") is True and show_progress("off", "cpu") is False
-    monkeypatch.setattr(sys, "stderr", None)  # pythonw, or a daemon with stderr closed
+    monkeypatch.setattr(sys, "stderr", None)  # pythonw, or a daemon started without one
+    assert show_progress("auto", "cpu") is False
+    import io
+    closed = io.StringIO()
+    closed.close()  # isatty() on a closed stream raises ValueError
+    monkeypatch.setattr(sys, "stderr", closed)
     assert show_progress("auto", "cpu") is False
