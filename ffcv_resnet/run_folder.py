@@ -38,7 +38,7 @@ EXPLAIN_FILES = (GALLERY, MANIFEST, SUMMARY, OVERVIEW, REPORT, SCREENSHOT, SUSPE
 LOCK = ".lock"
 
 
-def show_progress(setting: str = "auto", device_type: str = "cpu") -> bool:
+def show_progress(setting: str, device_type: str) -> bool:
     """Whether to draw a progress bar: --run.progress on or off as said; auto draws one only on
     the CPU (on a GPU an epoch takes a second) and only when stderr is a terminal: redrawn
     with carriage returns, a bar would fill a log file or a pipe with hundreds of lines."""

@@ -85,7 +85,8 @@ def write_outputs(run: FinishedRun, e: Explained, ex: ExplainConfig, settings: d
             ctx = report_context(run, e, settings, where)
             overview = overview_images(where.data_dir, run.classes, where.train_count) \
                 if ex.overview else None
-            pages = render_outputs(e, ctx, staging, overview, show_progress())
+            bar = show_progress("auto", "cpu")  # the gallery is drawn on the CPU, whatever the device
+            pages = render_outputs(e, ctx, staging, overview, bar)
             if where.dynamics is not None:  # the page the report links to
                 pc = pass_config(ex, settings["precision"], run.test.tta)
                 s = suspects(run.model, where.data_dir, where.dynamics, ex.suspects, pc)

@@ -26,10 +26,9 @@ class ReproduceConfig:
     """Reproduce: every headline figure in one command"""
     seeds: int = option(3, "seeds of the default 20-epoch recipe (smoke mode: 2)")
     calibration: str = option("configs/reference-26ep.yaml", "the calibration recipe ('': none)")
-    ablations: tuple = option(ABLATIONS, "YAML files, each a change to the default recipe (or a whole "
-                              "recipe, every lever pinned) run as "
-                              "one seed-0 run after the core stages and compared with seed 0 "
-                              "('': none)", many=True)
+    ablations: tuple = option(ABLATIONS, "YAML files, each a change to the default recipe (or a "
+                              "whole recipe, every lever pinned) run as one seed-0 run after "
+                              "the core stages and compared with seed 0 ('': none)", many=True)
     explain: bool = option(True, "explain.py on the first seed's errors")
     bench: bool = option(True, "a benchmark subset (benchmarks/run_all.py) within the budget")
     budget_minutes: float = option(60.0, "skip (and record) each stage that would not fit in "

@@ -125,8 +125,8 @@ def test_a_budget_too_small_skips_stages_and_says_so(learnable_data, tmp_path):
                          results=str(tmp_path / "results"))
     record, json_path, md_path = reproduce(rc, learnable_data, "")
     assert [s["stage"] for s in record.skipped] == [
-        "preflight", "seed 0", "explain", "bench", "seed 1", "calibration", "ablation reference-20ep",
-        "ablation candidate-20ep", "ablation flip-alternate",
+        "preflight", "seed 0", "explain", "bench", "seed 1", "calibration",
+        "ablation reference-20ep", "ablation candidate-20ep", "ablation flip-alternate",
         "ablation ema", "ablation bn-bias-lr-64", "ablation init-pytorch",
         "ablation lr-0.2", "ablation init-pytorch-lr-0.2"]
     assert record.seeds == [] and "Skipped seed 0" in md_path.read_text()
